@@ -2,7 +2,26 @@
 //!
 //! Invariant: this crate knows nothing of theseus. It depends on Kubernetes wire formats only, so it is
 //! an independent model of Kubernetes against which the planner's predictions can be checked.
+//!
+//! - [`store`]: revisions, optimistic concurrency, watch history (the [`store::Store`] trait).
+//! - [`server`]: the axum router, discovery, content negotiation; [`rest`]: the verbs;
+//!   [`eviction`]: the eviction subresource; [`defaults`]: defaulting and validation.
+//! - [`patch`], [`selector`], [`table`]: wire-format building blocks.
+//! - [`kubelet`]: graceful-deletion confirmation; [`scenario`]: initial objects; [`serve`]: loopback.
 
+pub mod defaults;
+pub mod error;
+pub mod eviction;
+pub mod kubelet;
 pub mod patch;
+pub mod registry;
+pub mod rest;
+pub mod scenario;
 pub mod selector;
+pub mod serve;
+pub mod server;
+pub mod store;
 pub mod table;
+
+pub use error::ApiError;
+pub use server::{ApiServer, ServerConfig};

@@ -1,0 +1,546 @@
+//! Defaulting, create-time preparation and validation, as kube-apiserver's registry strategies and
+//! admission plugins (DefaultTolerationSeconds) do them. Only the rules clients can observe are
+//! modelled; each is named after the real one.
+
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::registry::ResourceInfo;
+use crate::server::ApiServer;
+
+/// The taints the node lifecycle controller puts on unhealthy nodes; pods tolerate them for 300 s
+/// by default (admission plugin DefaultTolerationSeconds).
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+fn is(info: &ResourceInfo, group: &str, resource: &str) -> bool {
+    info.group == group && info.resource == resource
+}
+
+/// A lowercase RFC 1123 subdomain (most object names).
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// A lowercase RFC 1123 label (namespaces, services).
+pub fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && !s.contains('.') && is_dns_subdomain(s)
+}
+
+/// Object validation that clients can observe (422 Invalid).
+pub fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut causes: Vec<(String, String)> = Vec::new();
+    let label_names = is(info, "", "namespaces") || is(info, "", "services");
+    let ok = if info.custom || is(info, "", "events") {
+        // Custom resources and events allow any path-segment-safe name.
+        !name.is_empty()
+            && !name.contains('/')
+            && !name.contains('%')
+            && name != "."
+            && name != ".."
+    } else if label_names {
+        is_dns_label(name)
+    } else {
+        is_dns_subdomain(name)
+    };
+    if !ok {
+        let what = if label_names {
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+        } else {
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        };
+        causes.push((
+            "metadata.name".into(),
+            format!("Invalid value: {name:?}: {what}"),
+        ));
+    }
+    if let Some(labels) = obj.pointer("/metadata/labels")
+        && !labels.is_null()
+    {
+        match labels.as_object() {
+            Some(m) => {
+                for (k, v) in m {
+                    if !v.is_string() {
+                        causes.push((
+                            format!("metadata.labels.{k}"),
+                            "Invalid value: label values must be strings".into(),
+                        ));
+                    }
+                }
+            }
+            None => causes.push((
+                "metadata.labels".into(),
+                "Invalid value: must be a map of strings".into(),
+            )),
+        }
+    }
+    if is(info, "", "pods") {
+        let containers = obj.pointer("/spec/containers").and_then(Value::as_array);
+        if containers.is_none_or(|c| c.is_empty()) {
+            causes.push(("spec.containers".into(), "Required value".into()));
+        }
+        for (i, c) in containers.into_iter().flatten().enumerate() {
+            if c.get("name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                causes.push((
+                    format!("spec.containers[{i}].name"),
+                    "Required value".into(),
+                ));
+            }
+            if c.get("image")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                causes.push((
+                    format!("spec.containers[{i}].image"),
+                    "Required value".into(),
+                ));
+            }
+        }
+    }
+    if matches!(info.group.as_str(), "apps")
+        && let Some(r) = obj.pointer("/spec/replicas")
+        && !r.is_null()
+        && r.as_i64().is_none_or(|r| r < 0)
+    {
+        causes.push((
+            "spec.replicas".into(),
+            format!("Invalid value: {r}: must be greater than or equal to 0"),
+        ));
+    }
+    if is(info, "policy", "poddisruptionbudgets")
+        && obj
+            .pointer("/spec/minAvailable")
+            .is_some_and(|v| !v.is_null())
+        && obj
+            .pointer("/spec/maxUnavailable")
+            .is_some_and(|v| !v.is_null())
+    {
+        causes.push((
+            "spec".into(),
+            "Invalid value: minAvailable and maxUnavailable cannot be both set".into(),
+        ));
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&info.kind, name, &info.group, &causes))
+    }
+}
+
+/// Update rules beyond [`validate`]: fields the real server keeps immutable.
+pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let name = new
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if is(info, "", "pods") {
+        let old_node = old
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let new_node = new
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !old_node.is_empty() && old_node != new_node {
+            return Err(ApiError::invalid(
+                "Pod",
+                name,
+                "",
+                &[("spec".into(), "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into())],
+            ));
+        }
+    }
+    if info.group == "apps"
+        && !is(info, "apps", "daemonsets")
+        && old.pointer("/spec/selector") != new.pointer("/spec/selector")
+    {
+        return Err(ApiError::invalid(
+            &info.kind,
+            name,
+            &info.group,
+            &[(
+                "spec.selector".into(),
+                "Invalid value: field is immutable".into(),
+            )],
+        ));
+    }
+    Ok(())
+}
+
+fn set_default(obj: &mut Value, ptr: &str, v: Value) {
+    if obj.pointer(ptr).is_none_or(Value::is_null) {
+        let mut cur = &mut *obj;
+        let parts: Vec<&str> = ptr.trim_start_matches('/').split('/').collect();
+        for (i, p) in parts.iter().enumerate() {
+            if !cur.is_object() {
+                *cur = json!({});
+            }
+            let last = i + 1 == parts.len();
+            let Some(map) = cur.as_object_mut() else {
+                return;
+            };
+            if last {
+                map.insert((*p).to_string(), v);
+                return;
+            }
+            cur = map.entry((*p).to_string()).or_insert_with(|| json!({}));
+        }
+    }
+}
+
+/// Pod spec defaults (SetDefaults_PodSpec and SetDefaults_Container).
+fn default_pod_spec(spec: &mut Value) {
+    set_default(spec, "/restartPolicy", json!("Always"));
+    set_default(spec, "/terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "/dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "/schedulerName", json!("default-scheduler"));
+    set_default(spec, "/securityContext", json!({}));
+    set_default(spec, "/enableServiceLinks", json!(true));
+    for list in ["containers", "initContainers"] {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs {
+                let image = c
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let tag = image
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .split_once(':')
+                    .map(|(_, t)| t.to_string());
+                let policy = if image.contains('@') || tag.as_deref().is_some_and(|t| t != "latest")
+                {
+                    "IfNotPresent"
+                } else {
+                    "Always"
+                };
+                set_default(c, "/imagePullPolicy", json!(policy));
+                set_default(c, "/terminationMessagePath", json!("/dev/termination-log"));
+                set_default(c, "/terminationMessagePolicy", json!("File"));
+                set_default(c, "/resources", json!({}));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports {
+                        set_default(p, "/protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn qos_class(spec: &Value) -> &'static str {
+    let containers = spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let req = c.pointer("/resources/requests").and_then(Value::as_object);
+        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
+        any |= req.is_some_and(|r| !r.is_empty()) || lim.is_some_and(|l| !l.is_empty());
+        let full = |m: Option<&serde_json::Map<String, Value>>| {
+            m.is_some_and(|m| m.contains_key("cpu") && m.contains_key("memory"))
+        };
+        guaranteed &= full(lim)
+            && req.is_none_or(|r| r.iter().all(|(k, v)| lim.and_then(|l| l.get(k)) == Some(v)));
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Adds the default NoExecute tolerations for not-ready and unreachable nodes, unless present.
+fn default_tolerations(spec: &mut Value) {
+    let mut tols = spec
+        .get("tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let has = tols.iter().any(|t| {
+            let k = t.get("key").and_then(Value::as_str);
+            let e = t.get("effect").and_then(Value::as_str);
+            (k == Some(key)
+                || (k.is_none() && t.get("operator").and_then(Value::as_str) == Some("Exists")))
+                && (e.is_none() || e == Some("NoExecute"))
+        });
+        if !has {
+            tols.push(
+                json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS}),
+            );
+        }
+    }
+    spec["tolerations"] = json!(tols);
+}
+
+fn default_template(obj: &mut Value) {
+    if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
+        default_pod_spec(spec);
+    }
+}
+
+/// PrepareForCreate and defaulting: reset status where the real server does, fill defaults.
+pub fn prepare_for_create(server: &ApiServer, info: &ResourceInfo, obj: &mut Value) {
+    let has_status = info.has_subresource("status");
+    match (info.group.as_str(), info.resource.as_str()) {
+        ("", "pods") => {
+            if let Some(spec) = obj.get_mut("spec") {
+                default_pod_spec(spec);
+                default_tolerations(spec);
+                set_default(spec, "/priority", json!(0));
+                set_default(spec, "/serviceAccountName", json!("default"));
+            }
+            let qos = obj.get("spec").map(qos_class).unwrap_or("BestEffort");
+            obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+        }
+        ("", "nodes") => {
+            // Nodes may set their status at creation (kubelet registration).
+            set_default(obj, "/spec", json!({}));
+        }
+        ("", "namespaces") => {
+            set_default(obj, "/spec/finalizers", json!(["kubernetes"]));
+            obj["status"] = json!({"phase": "Active"});
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            // The NamespaceDefaultLabelName feature: always set, never editable.
+            if !obj["metadata"]["labels"].is_object() {
+                obj["metadata"]["labels"] = json!({});
+            }
+            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+        }
+        ("", "services") => {
+            set_default(obj, "/spec/type", json!("ClusterIP"));
+            set_default(obj, "/spec/sessionAffinity", json!("None"));
+            let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+            if !headless
+                && obj
+                    .pointer("/spec/clusterIP")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+            {
+                let ip = server.ids().cluster_ip();
+                obj["spec"]["clusterIP"] = json!(ip);
+                obj["spec"]["clusterIPs"] = json!([ip]);
+            }
+            if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+                for p in ports {
+                    set_default(p, "/protocol", json!("TCP"));
+                    if let Some(port) = p.get("port").cloned() {
+                        set_default(p, "/targetPort", port);
+                    }
+                }
+            }
+            obj["status"] = json!({"loadBalancer": {}});
+        }
+        ("apps", "deployments") => {
+            set_default(obj, "/spec/replicas", json!(1));
+            set_default(
+                obj,
+                "/spec/strategy",
+                json!({"type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+            );
+            set_default(obj, "/spec/revisionHistoryLimit", json!(10));
+            set_default(obj, "/spec/progressDeadlineSeconds", json!(600));
+            default_template(obj);
+            obj["status"] = json!({});
+        }
+        ("apps", "replicasets") => {
+            set_default(obj, "/spec/replicas", json!(1));
+            default_template(obj);
+            obj["status"] = json!({"replicas": 0});
+        }
+        ("apps", "statefulsets") => {
+            set_default(obj, "/spec/replicas", json!(1));
+            set_default(obj, "/spec/podManagementPolicy", json!("OrderedReady"));
+            set_default(
+                obj,
+                "/spec/updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            );
+            set_default(obj, "/spec/revisionHistoryLimit", json!(10));
+            default_template(obj);
+            obj["status"] = json!({"replicas": 0, "availableReplicas": 0});
+        }
+        ("apps", "daemonsets") => {
+            set_default(
+                obj,
+                "/spec/updateStrategy",
+                json!({"type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
+            set_default(obj, "/spec/revisionHistoryLimit", json!(10));
+            default_template(obj);
+            obj["status"] = json!({"currentNumberScheduled": 0, "numberMisscheduled": 0,
+                "desiredNumberScheduled": 0, "numberReady": 0});
+        }
+        ("batch", "jobs") => {
+            set_default(obj, "/spec/parallelism", json!(1));
+            set_default(obj, "/spec/completions", json!(1));
+            set_default(obj, "/spec/backoffLimit", json!(6));
+            default_template(obj);
+            obj["status"] = json!({});
+        }
+        ("policy", "poddisruptionbudgets") => {
+            obj["status"] = json!({"disruptionsAllowed": 0, "currentHealthy": 0,
+                "desiredHealthy": 0, "expectedPods": 0});
+        }
+        _ if has_status && info.custom => {
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// CRD validation beyond what the registry checks when registering.
+pub fn validate_crd(obj: &Value) -> Result<(), ApiError> {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let group = obj
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let plural = obj
+        .pointer("/spec/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut causes = Vec::new();
+    if group.is_empty() || plural.is_empty() {
+        causes.push((
+            "spec".to_string(),
+            "Required value: spec.group and spec.names.plural are required".to_string(),
+        ));
+    } else if name != format!("{plural}.{group}") {
+        causes.push((
+            "metadata.name".to_string(),
+            format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
+        ));
+    }
+    let versions = obj.pointer("/spec/versions").and_then(Value::as_array);
+    let storage = versions.map(|v| {
+        v.iter()
+            .filter(|x| x.get("storage").and_then(Value::as_bool) == Some(true))
+            .count()
+    });
+    if storage != Some(1) {
+        causes.push((
+            "spec.versions".to_string(),
+            "Invalid value: must have exactly one version marked as storage version".to_string(),
+        ));
+    }
+    if !matches!(
+        obj.pointer("/spec/scope").and_then(Value::as_str),
+        Some("Namespaced" | "Cluster")
+    ) {
+        causes.push((
+            "spec.scope".to_string(),
+            "Unsupported value: supported values: \"Cluster\", \"Namespaced\"".to_string(),
+        ));
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "CustomResourceDefinition",
+            name,
+            "apiextensions.k8s.io",
+            &causes,
+        ))
+    }
+}
+
+/// The status the apiextensions controllers give an accepted CRD.
+pub fn crd_status(obj: &mut Value) {
+    let names = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
+    let versions: Vec<Value> = obj
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(|v| v.iter().filter_map(|x| x.get("name").cloned()).collect())
+        .unwrap_or_default();
+    obj["status"] = json!({
+        "acceptedNames": names,
+        "storedVersions": versions,
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found"},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+        ],
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_dns_subdomain("node-1.example.com"));
+        assert!(!is_dns_subdomain("Node-1"));
+        assert!(!is_dns_subdomain("-a"));
+        assert!(is_dns_label("kube-system"));
+        assert!(!is_dns_label("a.b"));
+    }
+
+    #[test]
+    fn qos() {
+        assert_eq!(
+            qos_class(&json!({"containers": [{"name": "a"}]})),
+            "BestEffort"
+        );
+        assert_eq!(
+            qos_class(&json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]})),
+            "Burstable"
+        );
+        assert_eq!(
+            qos_class(
+                &json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]})
+            ),
+            "Guaranteed"
+        );
+    }
+
+    #[test]
+    fn tolerations_added_once() {
+        let mut spec = json!({"tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10}]});
+        default_tolerations(&mut spec);
+        let t = spec["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0]["tolerationSeconds"], 10);
+        assert_eq!(t[1]["key"], "node.kubernetes.io/not-ready");
+        assert_eq!(t[1]["tolerationSeconds"], 300);
+    }
+}
