@@ -46,8 +46,10 @@ pub fn spawn_termination_confirmer(
             else {
                 return;
             };
+            // Pods whose confirmation is already scheduled: uid -> grace period it was scheduled for.
+            let mut scheduled = std::collections::HashMap::new();
             for p in &snapshot.items {
-                schedule(&server, &pods, &p.value, policy);
+                schedule(&server, &pods, &p.value, policy, &mut scheduled);
             }
             let Ok(mut stream) = server
                 .store
@@ -59,8 +61,21 @@ pub fn spawn_termination_confirmer(
             while let Some(batch) = stream.next().await {
                 let Ok(events) = batch else { break }; // fell behind: re-list
                 for ev in events {
-                    if ev.kind == EventType::Modified {
-                        schedule(&server, &pods, &ev.object.value, policy);
+                    match ev.kind {
+                        EventType::Modified => {
+                            schedule(&server, &pods, &ev.object.value, policy, &mut scheduled)
+                        }
+                        EventType::Deleted => {
+                            if let Some(uid) = ev
+                                .object
+                                .value
+                                .pointer("/metadata/uid")
+                                .and_then(Value::as_str)
+                            {
+                                scheduled.remove(uid);
+                            }
+                        }
+                        EventType::Added => {}
                     }
                 }
             }
@@ -73,6 +88,7 @@ fn schedule(
     pods: &crate::registry::ResourceInfo,
     pod: &Value,
     policy: TerminationPolicy,
+    scheduled: &mut std::collections::HashMap<String, i64>,
 ) {
     let Some(grace) = pod
         .pointer("/metadata/deletionGracePeriodSeconds")
@@ -97,6 +113,12 @@ fn schedule(
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
         .map(str::to_string);
+    if let Some(u) = &uid {
+        if scheduled.get(u).is_some_and(|g| *g <= grace) {
+            return; // already scheduled at least as early
+        }
+        scheduled.insert(u.clone(), grace);
+    }
     let server = server.clone();
     let pods = pods.clone();
     tokio::spawn(async move {

@@ -1406,3 +1406,28 @@ async fn an_hour_of_virtual_time_passes_at_once() {
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert_eq!((server.clock.now() - before).num_seconds(), 3600);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_kubelet_stand_in_confirms_graceful_deletions_after_the_grace_period() {
+    use theseus_sim::kubelet::{TerminationPolicy, spawn_termination_confirmer};
+    let (server, client) = server().await;
+    spawn_termination_confirmer(server.clone(), TerminationPolicy { exit_after: None });
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    for n in ["slow", "shortened"] {
+        pods.create(&PostParams::default(), &pod(n, json!({}), Some("n1")))
+            .await
+            .unwrap();
+        set_running(&pods, n, true).await;
+        pods.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A second delete shortens the grace period to 5 s.
+    pods.delete("shortened", &DeleteParams::default().grace_period(5))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(code(&pods.get("shortened").await.unwrap_err()), 404);
+    assert!(pods.get("slow").await.is_ok(), "30 s have not passed");
+    tokio::time::sleep(Duration::from_secs(23)).await;
+    assert_eq!(code(&pods.get("slow").await.unwrap_err()), 404);
+}
