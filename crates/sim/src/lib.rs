@@ -7,12 +7,14 @@
 //! - [`server`]: the axum router, discovery, content negotiation; [`rest`]: the verbs;
 //!   [`eviction`]: the eviction subresource; [`defaults`]: defaulting and validation.
 //! - [`patch`], [`selector`], [`table`]: wire-format building blocks.
+//! - [`openapi`]: the OpenAPI v3 index and per-group-version documents kubectl needs.
 //! - [`kubelet`]: graceful-deletion confirmation; [`scenario`]: initial objects; [`serve`]: loopback.
 
 pub mod defaults;
 pub mod error;
 pub mod eviction;
 pub mod kubelet;
+pub mod openapi;
 pub mod patch;
 pub mod registry;
 pub mod rest;

@@ -410,6 +410,10 @@ async fn route(
                 .into_response());
         }
         ["version"] => return Ok(value_response(StatusCode::OK, &version_info(server))),
+        // kubectl create/apply/replace need this to validate (see the module's docs); v2 is 404.
+        ["openapi", "v3", rest @ ..] => {
+            return crate::openapi::serve_v3(server, method, rest, query);
+        }
         ["api"] => {
             only_get(method)?;
             return Ok(value_response(
