@@ -425,6 +425,58 @@ pub fn prepare_for_create(server: &ApiServer, info: &ResourceInfo, obj: &mut Val
     }
 }
 
+/// Keeps the singular and plural forms of a field in step, as the v1 conversion functions of the
+/// real server do on every write: `status.podIP`/`podIPs`, `status.hostIP`/`hostIPs`,
+/// `spec.podCIDR`/`podCIDRs`.
+pub fn normalize(info: &ResourceInfo, obj: &mut Value) {
+    let pairs: &[(&str, &str, &str, bool)] = match (info.group.as_str(), info.resource.as_str()) {
+        ("", "pods") => &[
+            ("status", "podIP", "podIPs", true),
+            ("status", "hostIP", "hostIPs", true),
+        ],
+        ("", "nodes") => &[("spec", "podCIDR", "podCIDRs", false)],
+        _ => return,
+    };
+    for (section, one, many, wrapped) in pairs {
+        let Some(sec) = obj.get_mut(*section).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let single = sec
+            .get(*one)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let first = sec
+            .get(*many)
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .map(|v| {
+                if *wrapped {
+                    v.get("ip")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                } else {
+                    v.as_str().unwrap_or("").to_string()
+                }
+            });
+        match (single, first) {
+            (Some(ip), None) => {
+                let item = if *wrapped {
+                    json!({"ip": ip})
+                } else {
+                    json!(ip)
+                };
+                sec.insert((*many).to_string(), json!([item]));
+            }
+            (None, Some(ip)) if !ip.is_empty() => {
+                sec.insert((*one).to_string(), json!(ip));
+            }
+            _ => {}
+        }
+    }
+}
+
 /// CRD validation beyond what the registry checks when registering.
 pub fn validate_crd(obj: &Value) -> Result<(), ApiError> {
     let name = obj
@@ -505,6 +557,20 @@ pub fn crd_status(obj: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plural_forms_follow_singular_ones() {
+        let reg = crate::registry::Registry::new();
+        let pods = reg.lookup("", "v1", "pods").unwrap();
+        let mut p = json!({"status": {"podIP": "10.0.0.5", "hostIPs": [{"ip": "192.168.0.1"}]}});
+        normalize(&pods, &mut p);
+        assert_eq!(p["status"]["podIPs"], json!([{"ip": "10.0.0.5"}]));
+        assert_eq!(p["status"]["hostIP"], "192.168.0.1");
+        let nodes = reg.lookup("", "v1", "nodes").unwrap();
+        let mut n = json!({"spec": {"podCIDR": "10.244.1.0/24"}});
+        normalize(&nodes, &mut n);
+        assert_eq!(n["spec"]["podCIDRs"], json!(["10.244.1.0/24"]));
+    }
 
     #[test]
     fn names() {

@@ -981,6 +981,7 @@ pub async fn create(
         }
     }
     crate::defaults::prepare_for_create(server, info, &mut obj);
+    crate::defaults::normalize(info, &mut obj);
     if info.group == "apiextensions.k8s.io" && info.resource == "customresourcedefinitions" {
         crate::defaults::validate_crd(&obj)?;
         crate::defaults::crd_status(&mut obj);
@@ -1073,6 +1074,7 @@ fn prepare_update(info: &ResourceInfo, sub: Option<&str>, old: &Value, new: Valu
         }
     }
     m.remove("managedFields");
+    crate::defaults::normalize(info, &mut out);
     if tracks_generation(info) && spec_part(old) != spec_part(&out) {
         let g = old_meta
             .get("generation")

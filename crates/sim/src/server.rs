@@ -229,6 +229,7 @@ impl ApiServer {
                     .to_string();
                 let mut with_status = created.clone();
                 with_status["status"] = status;
+                crate::defaults::normalize(&info, &mut with_status);
                 let key = ObjectKey::new(&info.key(), namespace.as_deref().unwrap_or(""), &name);
                 let stored = self
                     .store
