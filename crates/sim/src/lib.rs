@@ -10,15 +10,19 @@
 //! - [`openapi`]: the OpenAPI v3 index and per-group-version documents kubectl needs.
 //! - [`kubelet`]: graceful-deletion confirmation; [`scenario`]: initial objects; [`serve`]: loopback.
 
+pub mod cluster;
+pub mod controllers;
 pub mod defaults;
 pub mod error;
 pub mod eviction;
 pub mod kubelet;
+pub mod machines;
 pub mod openapi;
 pub mod patch;
 pub mod registry;
 pub mod rest;
 pub mod scenario;
+pub mod scheduler;
 pub mod selector;
 pub mod serve;
 pub mod server;

@@ -1094,7 +1094,7 @@ fn create_on_update(info: &ResourceInfo) -> bool {
     )
 }
 
-async fn update(
+pub async fn update(
     server: &ApiServer,
     info: &ResourceInfo,
     ns: Option<&str>,
@@ -1191,7 +1191,7 @@ fn holds_namespace(info: &ResourceInfo, v: &Value) -> bool {
             .is_some_and(|a| !a.is_empty())
 }
 
-async fn patch_object(
+pub async fn patch_object(
     server: &ApiServer,
     info: &ResourceInfo,
     ns: Option<&str>,
@@ -1350,7 +1350,7 @@ async fn scale_write(
 // ----------------------------------------------------------------------------------------------
 // binding
 
-async fn bind(
+pub async fn bind(
     server: &ApiServer,
     info: &ResourceInfo,
     ns: &str,
