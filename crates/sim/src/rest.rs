@@ -543,14 +543,19 @@ struct ContinueToken {
     rv: u64,
     ns: String,
     start: String,
+    /// Items left after this page in the snapshot, when known (lists without selectors): later
+    /// pages read the same snapshot, so they need not count again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rem: Option<usize>,
 }
 
-fn encode_continue(rv: u64, last: &Value) -> String {
+fn encode_continue(rv: u64, last: &Value, rem: Option<usize>) -> String {
     let t = ContinueToken {
         v: "meta.k8s.io/v1".into(),
         rv,
         ns: meta_str(last, "namespace").unwrap_or("").into(),
         start: meta_str(last, "name").unwrap_or("").into(),
+        rem,
     };
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(serde_json::to_vec(&t).unwrap_or_default())
@@ -595,10 +600,14 @@ async fn list(
         limit,
         ..Default::default()
     };
+    // Remaining items: counted once, on the first page of an unfiltered list; later pages
+    // subtract what they return.
+    let mut known_remaining = None;
     if let Some(token) = query.get("continue").filter(|c| !c.is_empty()) {
         let t = decode_continue(token)?;
         opts.at_revision = Some(t.rv);
         opts.after = Some((t.ns, t.start));
+        known_remaining = t.rem;
     } else if let Some(rv) = query
         .get("resourceVersion")
         .filter(|r| !r.is_empty() && *r != "0")
@@ -630,6 +639,7 @@ async fn list(
         let s = selectors.clone();
         opts.filter = Some(Arc::new(move |v: &Value| s.matches(v)));
     }
+    opts.count_remaining = selectors.is_empty() && known_remaining.is_none();
     let result = server.store.list(&info.key(), &opts).await.map_err(|e| match e {
         StoreError::Expired { .. } if query.contains_key("continue") => ApiError::gone(
             "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
@@ -643,9 +653,14 @@ async fn list(
     if result.remaining > 0
         && let Some(last) = result.items.last()
     {
-        list_meta["continue"] = json!(encode_continue(result.revision, &last.value));
-        if selectors.is_empty() {
-            list_meta["remainingItemCount"] = json!(result.remaining);
+        let rem = match known_remaining {
+            Some(before) => Some(before.saturating_sub(result.items.len())),
+            None if selectors.is_empty() => Some(result.remaining),
+            None => None,
+        };
+        list_meta["continue"] = json!(encode_continue(result.revision, &last.value, rem));
+        if let Some(rem) = rem {
+            list_meta["remainingItemCount"] = json!(rem);
         }
     }
     match wants {

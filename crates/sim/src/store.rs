@@ -154,7 +154,8 @@ pub enum StoreError {
 pub struct ListResult {
     pub items: Vec<Arc<StoredObject>>,
     pub revision: u64,
-    /// Items after the last returned one (only when a limit cut the list).
+    /// Items after the last returned one (only when a limit cut the list). When the list was
+    /// asked not to count them, 1 means "at least one more".
     pub remaining: usize,
 }
 
@@ -172,6 +173,8 @@ pub struct ListOptions {
     /// apiserver's paged lists with selectors.
     #[allow(clippy::type_complexity)]
     pub filter: Option<Arc<dyn Fn(&Value) -> bool + Send + Sync>>,
+    /// Count every item after the limit (for `remainingItemCount`); otherwise stop at the first.
+    pub count_remaining: bool,
 }
 
 /// Storage behind the API server. All methods are async so that a networked (etcd) implementation
@@ -425,6 +428,9 @@ impl Store for MemoryStore {
                 items.push(obj.clone());
             } else {
                 remaining += 1;
+                if !opts.count_remaining {
+                    break;
+                }
             }
         }
         Ok(ListResult {

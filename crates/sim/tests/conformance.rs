@@ -651,14 +651,18 @@ async fn paging_is_consistent_and_complete() {
         .map(|c| c.metadata.name.clone().unwrap())
         .collect();
     let mut token = Some(token);
+    let mut remaining = Vec::new();
     while let Some(t) = token {
         let page = cms
             .list(&ListParams::default().limit(10).continue_token(&t))
             .await
             .unwrap();
         all.extend(page.items.iter().map(|c| c.metadata.name.clone().unwrap()));
+        remaining.push(page.metadata.remaining_item_count);
         token = page.metadata.continue_.filter(|c| !c.is_empty());
     }
+    // Later pages know the remainder from the token: 15 after page 1, 5 after page 2.
+    assert_eq!(remaining, [Some(5), None]);
     let want: Vec<String> = (0..25).map(|i| format!("p{i:02}")).collect();
     assert_eq!(all, want);
     // With a selector, the limit counts matching items.
