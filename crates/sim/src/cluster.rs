@@ -119,14 +119,7 @@ impl Cluster {
     /// Creates an object; its namespace comes from `metadata.namespace`.
     pub async fn create(&self, r: &ResourceInfo, obj: Value) -> Result<Value, ApiError> {
         let ns = ns_name(&obj).0.to_string();
-        rest::create(
-            &self.server,
-            r,
-            ns_opt(&ns),
-            obj,
-            &WriteOptions::default(),
-        )
-        .await
+        rest::create(&self.server, r, ns_opt(&ns), obj, &WriteOptions::default()).await
     }
 
     /// Replaces an object (PUT); `metadata.resourceVersion`, when set, must be current (409).
@@ -280,7 +273,10 @@ impl Cluster {
 impl Cluster {
     /// Runs [`Cluster::informer`] in its own task and delivers its changes on a channel: the
     /// usual input of a controller loop. The task ends when the receiver is dropped.
-    pub fn informer_channel(&self, r: &ResourceInfo) -> tokio::sync::mpsc::UnboundedReceiver<Change> {
+    pub fn informer_channel(
+        &self,
+        r: &ResourceInfo,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<Change> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let me = self.clone();
         let r = r.clone();
