@@ -892,6 +892,43 @@ workloads:
     }
 
     #[test]
+    fn shipped_runbook_scenarios_expand() {
+        let shipped = [
+            (
+                "dce-000",
+                include_str!("../../../scenarios/dce-000-centos-to-ubuntu.yaml"),
+                7,
+                "centos-master1",
+            ),
+            (
+                "cka-002",
+                include_str!("../../../scenarios/cka-002-lab.yaml"),
+                2,
+                "controlplane",
+            ),
+            (
+                "kubeadm-003",
+                include_str!("../../../scenarios/kubeadm-003-arm.yaml"),
+                4,
+                "c2-master0",
+            ),
+            (
+                "domeos-001",
+                include_str!("../../../scenarios/domeos-001-master-etcd.yaml"),
+                4,
+                "domeos-master",
+            ),
+        ];
+        for (name, text, nodes, first) in shipped {
+            let s = Scenario::parse(name, text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let e = s.expand(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(e.nodes.len(), nodes, "{name}");
+            assert_eq!(e.nodes[0].name, first, "{name}");
+            assert!(!e.probes.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
     fn generator_is_deterministic_and_sized() {
         let o = GenerateOptions {
             nodes: 100,
