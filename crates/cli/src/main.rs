@@ -1,20 +1,18 @@
 //! `theseus`: the command line. Thin: parsing, wiring and output; the logic lives in the library
 //! crates.
 
-use std::net::{IpAddr, SocketAddr};
+mod output;
+mod sim_cmd;
+
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use theseus_sim::{ApiServer, ServerConfig, kubelet, scenario, serve};
 
 /// Exit code for bad input (unreadable or invalid files, bad flags).
 const EXIT_BAD_INPUT: u8 = 2;
-
-/// The built-in scenario used by `theseus demo` and `theseus sim serve` without `--scenario`.
-const SMALL_SCENARIO: &str = include_str!("../../sim/scenarios/small.yaml");
 
 #[derive(Parser)]
 #[command(
@@ -33,28 +31,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The digital twin: a Kubernetes-API-compatible simulator.
+    /// The digital twin: a Kubernetes-API-compatible simulated cluster.
     Sim {
         #[command(subcommand)]
         command: SimCommand,
     },
-    /// Start the built-in simulated cluster in-process and show it, as kubectl would.
+    /// Start a simulated cluster in-process and show it, as kubectl would.
     Demo,
 }
 
 #[derive(Subcommand)]
-enum SimCommand {
-    /// Serve the simulator's Kubernetes API on a loopback port for kubectl and other clients.
+pub enum SimCommand {
+    /// Serve a simulated cluster's Kubernetes API on a loopback port for kubectl and other clients.
     ///
-    /// Writes a kubeconfig for it and runs until Ctrl-C. Example:
-    ///   theseus sim serve --scenario cluster.yaml &
+    /// A scenario (`kind: Scenario`) runs the whole living cluster: machines and kubelets,
+    /// scheduler, controllers, traffic probes, with the control API under /sim/v1. A plain stream
+    /// of manifests serves them through the API server alone. Writes a kubeconfig and runs until
+    /// Ctrl-C. Example:
+    ///   theseus sim serve --scenario scenarios/cka-002-lab.yaml &
     ///   kubectl --kubeconfig theseus-sim.kubeconfig get nodes -o wide
     Serve {
-        /// YAML manifests the cluster starts with (several documents, a list, or `kind: List`).
-        /// An empty file is an empty cluster. Without it, a built-in three-node cluster is used.
+        /// A scenario or a YAML stream of manifests. Without it: the CKA lab of runbook 002.
         #[arg(long, value_name = "FILE")]
         scenario: Option<PathBuf>,
-        /// Start with no objects at all (except the four default namespaces).
+        /// Start with no objects at all (except the four default namespaces), API server only.
         #[arg(long, conflicts_with = "scenario")]
         empty: bool,
         /// TCP port (0 picks a free one).
@@ -66,22 +66,84 @@ enum SimCommand {
         /// Where to write the kubeconfig.
         #[arg(long, value_name = "PATH", default_value = "theseus-sim.kubeconfig")]
         kubeconfig: PathBuf,
-        /// Kubernetes version the server reports.
+        /// Kubernetes version the server reports (manifest streams; a scenario says its own).
         #[arg(long, default_value = "v1.33.4")]
         server_version: String,
-        /// Seconds a terminating pod's containers take to exit (capped by its grace period).
+        /// Seconds a terminating pod's containers take to exit (manifest streams only).
         #[arg(long, default_value_t = 1)]
         pod_exit_seconds: u64,
+        /// Run the scenario's durations (boot, reimage, pod start-up and exit) this many times
+        /// faster than written.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
+    /// Write a large synthetic scenario (N workers, pods per worker, PDB mix, zones).
+    Generate {
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 30)]
+        pods_per_node: usize,
+        #[arg(long, default_value_t = 3)]
+        zones: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file (default: standard output).
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// List the simulated machines (power state, OS image, kubelet version).
+    Machines {
+        #[command(flatten)]
+        target: sim_cmd::Target,
+    },
+    /// Power a machine off: its kubelet stops and its pods die with it.
+    PowerOff {
+        node: String,
+        #[command(flatten)]
+        target: sim_cmd::Target,
+    },
+    /// Power a machine on: it boots and its kubelet registers the node again.
+    PowerOn {
+        node: String,
+        #[command(flatten)]
+        target: sim_cmd::Target,
+    },
+    /// Reimage a machine (powered off first if needed) to a new OS image and/or kubelet version.
+    Reimage {
+        node: String,
+        #[arg(long)]
+        os_image: Option<String>,
+        #[arg(long)]
+        kernel_version: Option<String>,
+        #[arg(long)]
+        kubelet_version: Option<String>,
+        #[command(flatten)]
+        target: sim_cmd::Target,
+    },
+    /// Print the traffic probes' results: requests, failures, longest gap per Service.
+    Probes {
+        #[command(flatten)]
+        target: sim_cmd::Target,
+    },
+    /// Print what the invariant recorder saw (PDBs broken, pods lost, nodes left cordoned).
+    Violations {
+        #[command(flatten)]
+        target: sim_cmd::Target,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Simulations (the demo) run on a paused current-thread clock: virtual time, deterministic.
+    let mut builder = if matches!(cli.command, Command::Demo) {
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        b.start_paused(true);
+        b
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -103,7 +165,7 @@ fn main() -> ExitCode {
 
 /// Marks errors caused by the user's input (exit code 2).
 #[derive(Debug)]
-struct BadInput(String);
+pub struct BadInput(pub String);
 
 impl std::fmt::Display for BadInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,163 +192,7 @@ fn init_logging(verbose: u8) {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Sim {
-            command:
-                SimCommand::Serve {
-                    scenario,
-                    empty,
-                    port,
-                    address,
-                    kubeconfig,
-                    server_version,
-                    pod_exit_seconds,
-                },
-        } => {
-            let manifests = load_scenario(scenario.as_deref(), empty)?;
-            let config = ServerConfig {
-                version: server_version,
-                ..Default::default()
-            };
-            let server = start(config, manifests, pod_exit_seconds).await?;
-            let serving = serve::serve(server, SocketAddr::new(address, port))
-                .await
-                .with_context(|| format!("cannot listen on {address}:{port}"))?;
-            std::fs::write(&kubeconfig, serve::kubeconfig(serving.addr))
-                .with_context(|| format!("cannot write the kubeconfig {}", kubeconfig.display()))?;
-            println!(
-                "theseus simulator serving the Kubernetes API at http://{}",
-                serving.addr
-            );
-            println!("kubeconfig written to {}", kubeconfig.display());
-            println!(
-                "try: kubectl --kubeconfig {} get nodes -o wide      (Ctrl-C to stop)",
-                kubeconfig.display()
-            );
-            tokio::select! {
-                r = serving.task => {
-                    r.context("the server task failed")?.context("the server stopped")?;
-                }
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            Ok(())
-        }
-        Command::Demo => demo().await,
+        Command::Sim { command } => sim_cmd::run(command).await,
+        Command::Demo => sim_cmd::demo().await,
     }
-}
-
-fn load_scenario(path: Option<&std::path::Path>, empty: bool) -> Result<Vec<serde_json::Value>> {
-    if empty {
-        return Ok(Vec::new());
-    }
-    let (name, text) = match path {
-        Some(p) => (
-            p.display().to_string(),
-            std::fs::read_to_string(p).map_err(|e| {
-                BadInput(format!(
-                    "cannot read the scenario file {}: {e}",
-                    p.display()
-                ))
-            })?,
-        ),
-        None => ("built-in scenario".to_string(), SMALL_SCENARIO.to_string()),
-    };
-    scenario::parse_manifests(&name, &text).map_err(|e| BadInput(e.to_string()).into())
-}
-
-async fn start(
-    config: ServerConfig,
-    manifests: Vec<serde_json::Value>,
-    pod_exit_seconds: u64,
-) -> Result<Arc<ApiServer>> {
-    let server = ApiServer::new(config).await;
-    scenario::load(&server, manifests)
-        .await
-        .map_err(|e| BadInput(format!("the scenario cannot be loaded: {e}")))?;
-    kubelet::spawn_termination_confirmer(
-        server.clone(),
-        kubelet::TerminationPolicy {
-            exit_after: Some(std::time::Duration::from_secs(pod_exit_seconds)),
-        },
-    );
-    Ok(server)
-}
-
-/// Prints a Table response the way kubectl does: upper-case headers, aligned columns.
-fn print_table(table: &serde_json::Value, wide: bool) {
-    let cols: Vec<(usize, String)> = table["columnDefinitions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .filter(|(_, c)| wide || c["priority"].as_i64().unwrap_or(0) == 0)
-        .map(|(i, c)| (i, c["name"].as_str().unwrap_or("").to_uppercase()))
-        .collect();
-    let rows: Vec<Vec<String>> = table["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            cols.iter()
-                .map(|(i, _)| match &r["cells"][*i] {
-                    serde_json::Value::String(s) => s.clone(),
-                    v => v.to_string(),
-                })
-                .collect()
-        })
-        .collect();
-    let mut widths: Vec<usize> = cols.iter().map(|(_, h)| h.len()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", s.join("   ").trim_end());
-    };
-    line(cols.iter().map(|(_, h)| h.as_str()).collect());
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect());
-    }
-}
-
-/// The demo: the built-in cluster on the in-process simulator, read through the real API path.
-/// The migration itself (cordon, drain, reimage, measured availability) arrives with the engine.
-async fn demo() -> Result<()> {
-    use tower::ServiceExt;
-    let manifests = load_scenario(None, false)?;
-    let server = start(ServerConfig::default(), manifests, 1).await?;
-    let router = server.router();
-    for (title, path) in [
-        ("nodes", "/api/v1/nodes"),
-        ("pods, all namespaces", "/api/v1/pods"),
-        (
-            "pod disruption budgets",
-            "/apis/policy/v1/poddisruptionbudgets",
-        ),
-    ] {
-        let req = http::Request::get(path)
-            .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
-            .body(axum::body::Body::empty())
-            .context("building a request")?;
-        let resp = router
-            .clone()
-            .oneshot(req)
-            .await
-            .context("calling the simulator")?;
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .context("reading the simulator's answer")?;
-        let table: serde_json::Value = serde_json::from_slice(&body)?;
-        println!("== {title} ==");
-        print_table(&table, true);
-        println!();
-    }
-    println!("The simulated cluster above speaks the Kubernetes API; serve it to kubectl with");
-    println!("  theseus sim serve");
-    Ok(())
 }

@@ -284,6 +284,7 @@ impl Cluster {
             let sink = tx.clone();
             let closed = tx.closed();
             tokio::select! {
+                biased;
                 _ = me.informer(&r, move |c| { let _ = sink.send(c); }) => {}
                 _ = closed => {}
             }

@@ -214,6 +214,7 @@ impl Invariants {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
+                    biased;
                     msg = rx.recv() => {
                         let Some((tag, change)) = msg else { return };
                         me.apply(tag, change);

@@ -27,6 +27,7 @@ pub mod scenario;
 pub mod scheduler;
 pub mod selector;
 pub mod serve;
+pub mod sim;
 pub mod server;
 pub mod store;
 pub mod table;

@@ -45,7 +45,10 @@ pub struct ProbeReport {
     pub namespace: String,
     pub service: String,
     pub requests: u64,
+    /// Requests that failed even after the client's retries.
     pub failures: u64,
+    /// Requests that succeeded only on a retry (their first backend was dead).
+    pub retried: u64,
     /// Longest run of consecutive failed requests, in seconds (from the first failure of the
     /// run to the next success).
     pub longest_gap_seconds: f64,
@@ -216,19 +219,26 @@ pub fn spawn(
                     .map(|(_, b)| b.clone())
                     .unwrap_or_default();
                 s.report.requests += 1;
+                // One attempt, then up to `retries` other backends, in round-robin order.
                 let outcome = if view.is_empty() {
                     Err("no endpoints".to_string())
                 } else {
-                    let b = &view[s.next % view.len()];
+                    let first = s.next;
                     s.next = s.next.wrapping_add(1);
-                    if liveness.is_serving(&b.namespace, &b.pod, &b.ip) {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "backend {}/{} ({}) not running",
-                            b.namespace, b.pod, b.ip
-                        ))
+                    let attempts = (spec.retries as usize + 1).min(view.len());
+                    let mut result = Err(String::new());
+                    for k in 0..attempts {
+                        let b = &view[(first + k) % view.len()];
+                        if liveness.is_serving(&b.namespace, &b.pod, &b.ip) {
+                            if k > 0 {
+                                s.report.retried += 1;
+                            }
+                            result = Ok(());
+                            break;
+                        }
+                        result = Err(format!("backend {}/{} ({}) not running", b.namespace, b.pod, b.ip));
                     }
+                    result
                 };
                 match outcome {
                     Ok(()) => {

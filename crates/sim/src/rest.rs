@@ -828,6 +828,7 @@ async fn watch_resource(
         ticker.tick().await;
         loop {
             tokio::select! {
+                biased;
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if bookmarks => {
@@ -1429,19 +1430,20 @@ pub async fn bind(
         conds.push(cond);
         new["status"]["conditions"] = json!(conds);
         if opts.dry_run {
-            break;
+            return Ok(value_response(StatusCode::CREATED, &success_status()));
         }
         match server
             .store
             .update(&key, new, &Precondition::revision(cur.revision))
             .await
         {
-            Ok(_) => break,
+            Ok(_) => return Ok(value_response(StatusCode::CREATED, &success_status())),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
         }
     }
-    Ok(value_response(StatusCode::CREATED, &success_status()))
+    // Lost every race: say so rather than claim a binding that did not happen.
+    Err(ApiError::stale(&info.qualified(), name))
 }
 
 pub fn success_status() -> Value {

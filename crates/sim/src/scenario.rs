@@ -343,6 +343,14 @@ pub struct ServiceSpec {
     /// Synthetic client requests per second; 0 or absent: no probe.
     #[serde(default)]
     pub probe_rate: Option<f64>,
+    /// How many other backends a client tries after a failed connection (default 1, like most
+    /// HTTP clients and proxies); 0 makes every request to a dead backend fail.
+    #[serde(default = "one_u32")]
+    pub probe_retries: u32,
+}
+
+fn one_u32() -> u32 {
+    1
 }
 
 fn default_port() -> u16 {
@@ -377,6 +385,8 @@ pub struct ProbeSpec {
     pub namespace: String,
     pub service: String,
     pub rate_per_second: f64,
+    /// Other backends tried after a failed attempt.
+    pub retries: u32,
 }
 
 /// A scenario turned into what the simulation starts from.
@@ -536,6 +546,7 @@ impl Scenario {
                     namespace: w.namespace.clone(),
                     service: w.name.clone(),
                     rate_per_second: rate,
+                    retries: w.service.as_ref().map_or(1, |s| s.probe_retries),
                 });
             }
         }
@@ -765,6 +776,7 @@ pub fn generate(opts: &GenerateOptions) -> Scenario {
             service: (i % 10 == 0).then_some(ServiceSpec {
                 port: 80,
                 probe_rate: Some(1.0),
+                probe_retries: 1,
             }),
             priority_class_name: None,
         });
@@ -855,7 +867,8 @@ workloads:
             [ProbeSpec {
                 namespace: "shop".into(),
                 service: "web".into(),
-                rate_per_second: 10.0
+                rate_per_second: 10.0,
+                retries: 1,
             }]
         );
     }

@@ -246,7 +246,9 @@ pub struct MemoryStore {
 struct Shared {
     inner: Mutex<Inner>,
     history_limit: usize,
-    notify: tokio::sync::watch::Sender<u64>,
+    /// Wakes the watches after a write, always in the same order (a `tokio::sync::watch`
+    /// channel spreads its waiters over randomly chosen queues, which made runs nondeterministic).
+    notify: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -261,7 +263,6 @@ impl MemoryStore {
     /// `history_limit` is the number of events kept per resource for watches (the watch cache
     /// size); older revisions answer 410 Gone.
     pub fn new(history_limit: usize) -> Self {
-        let (notify, _) = tokio::sync::watch::channel(1);
         MemoryStore {
             shared: Arc::new(Shared {
                 inner: Mutex::new(Inner {
@@ -269,7 +270,7 @@ impl MemoryStore {
                     tables: HashMap::new(),
                 }),
                 history_limit: history_limit.max(1),
-                notify,
+                notify: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -279,7 +280,6 @@ impl MemoryStore {
     }
 
     fn record(&self, inner: &mut Inner, res: &ResourceKey, event: WatchEvent) {
-        let rev = event.revision;
         let limit = self.shared.history_limit;
         let table = inner
             .tables
@@ -291,7 +291,7 @@ impl MemoryStore {
                 table.compacted = old.revision;
             }
         }
-        self.shared.notify.send_replace(rev);
+        self.shared.notify.notify_waiters();
     }
 
     fn check(
@@ -560,7 +560,6 @@ impl Store for MemoryStore {
         }
         let state = MemoryWatch {
             shared: self.shared.clone(),
-            rx: self.shared.notify.subscribe(),
             resource: res.clone(),
             namespace: namespace.map(str::to_string),
             cursor: after,
@@ -622,7 +621,6 @@ pub type WatchStream =
 
 struct MemoryWatch {
     shared: Arc<Shared>,
-    rx: tokio::sync::watch::Receiver<u64>,
     resource: ResourceKey,
     namespace: Option<String>,
     cursor: u64,
@@ -632,7 +630,9 @@ struct MemoryWatch {
 impl MemoryWatch {
     async fn next_batch(&mut self) -> Result<Vec<Arc<WatchEvent>>, StoreError> {
         loop {
-            self.rx.borrow_and_update();
+            // Created before looking, so that a write in between still wakes it.
+            let shared = self.shared.clone();
+            let notified = shared.notify.notified();
             {
                 let inner = self.shared.lock();
                 if let Some(table) = inner.tables.get(&self.resource) {
@@ -661,9 +661,7 @@ impl MemoryWatch {
                     }
                 }
             }
-            if self.rx.changed().await.is_err() {
-                return Err(StoreError::Internal("store closed".into()));
-            }
+            notified.await;
         }
     }
 }

@@ -211,6 +211,8 @@ pub struct Sim {
     kubectl: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The living cluster, for [`Sim::living`].
+    pub sim: Option<theseus_sim::sim::Simulation>,
 }
 
 impl Drop for Sim {
@@ -258,6 +260,34 @@ impl Sim {
             kubectl,
             tasks: vec![confirmer],
             serving: serving.task,
+            sim: None,
+        })
+    }
+
+    /// A whole living cluster from a scenario (`kind: Scenario`), served on loopback in real
+    /// time, once it has settled.
+    pub async fn living(scenario_yaml: &str) -> Option<Sim> {
+        let kubectl = kubectl_or_skip()?;
+        let s = theseus_sim::scenario::Scenario::parse("scenario", scenario_yaml).expect("the scenario parses");
+        let e = s.expand("scenario").expect("the scenario expands");
+        let sim = theseus_sim::sim::Simulation::start(&e).await.expect("the simulation starts");
+        sim.wait_steady(Duration::from_secs(60)).await.expect("the cluster settles");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let router = sim.router();
+        let serving = tokio::spawn(async move { axum::serve(listener, router).await });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, serve::kubeconfig(addr)).expect("write kubeconfig");
+        Some(Sim {
+            server: sim.server.clone(),
+            addr,
+            kubeconfig,
+            dir,
+            kubectl,
+            tasks: Vec::new(),
+            serving,
+            sim: Some(sim),
         })
     }
 
