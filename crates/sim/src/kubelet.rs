@@ -599,6 +599,24 @@ struct NodeRec {
 }
 
 impl NodeRec {
+    fn new(m: &MachineView, not_ready: bool, now: Instant) -> NodeRec {
+        NodeRec {
+            cidr: parse_cidr(&m.spec.pod_cidr).unwrap_or((0x0AF4_0000, 256)),
+            m: m.clone(),
+            running: false,
+            epoch: 0,
+            boot_id: String::new(),
+            booted: false,
+            exists: false,
+            uid: String::new(),
+            lease_owned: false,
+            not_ready,
+            used: BTreeSet::new(),
+            next_slot: 0,
+            last_report: now,
+        }
+    }
+
     fn active(&self) -> bool {
         self.running && self.booted
     }
@@ -782,24 +800,22 @@ impl Fleet {
             self.stop_kubelet(name);
         }
         let now = Instant::now();
-        let rec = self
-            .nodes
-            .entry(name.to_string())
-            .or_insert_with(|| NodeRec {
-                cidr: parse_cidr(&m.spec.pod_cidr).unwrap_or((0x0AF4_0000, 256)),
-                m: m.clone(),
-                running: false,
-                epoch: 0,
-                boot_id: String::new(),
-                booted: false,
-                exists: false,
-                uid: String::new(),
-                lease_owned: false,
-                not_ready,
-                used: BTreeSet::new(),
-                next_slot: 0,
-                last_report: now,
-            });
+        if !self.nodes.contains_key(name) {
+            // A machine the fleet sees for the first time: its pods enter the running view.
+            let keys: Vec<PodKey> = self
+                .by_node
+                .get(name)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default();
+            self.nodes
+                .insert(name.to_string(), NodeRec::new(&m, not_ready, now));
+            for k in &keys {
+                self.publish(k);
+            }
+        }
+        let Some(rec) = self.nodes.get_mut(name) else {
+            return;
+        };
         rec.m = m;
         if on && !rec.running {
             self.start_kubelet(name).await;
@@ -1504,6 +1520,19 @@ impl Fleet {
             }
             rec.seen = seen;
             rec.foreign = foreign_conditions(v);
+            // Someone else declared the pod finished (pod GC marks orphans Failed): a terminal
+            // phase is final, the kubelet stops its containers.
+            if matches!(rec.seen.phase, Phase::Succeeded | Phase::Failed)
+                && rec.stage != Stage::Done
+            {
+                rec.generation += 1;
+                rec.stage = Stage::Done;
+                rec.final_phase = rec.seen.phase;
+                rec.ready = false;
+                self.release_ip(&key);
+                self.publish(&key);
+                return;
+            }
         }
         if !active {
             return;
@@ -2082,9 +2111,13 @@ impl Fleet {
         }
     }
 
-    /// Mirrors the pod's real state into the running view.
+    /// Mirrors the pod's real state into the running view (pods of machines only).
     fn publish(&self, key: &PodKey) {
-        let Some(rec) = self.pods.get(key) else {
+        let Some(rec) = self
+            .pods
+            .get(key)
+            .filter(|r| self.nodes.contains_key(&r.node))
+        else {
             self.view.write().remove(key);
             return;
         };

@@ -733,6 +733,21 @@ async fn pods_that_must_not_restart_complete_or_fail() {
         255
     );
     assert_eq!(s.pod("job").await.unwrap()["status"]["phase"], "Succeeded");
+    // A terminal phase set by someone else (pod GC) is final: the kubelet stops the pod.
+    s.run_pod("orphan", "w-1", json!({}), None).await;
+    sleep(secs(3.0)).await;
+    s.c.merge_patch(
+        &s.c.res.pods,
+        "default",
+        "orphan",
+        Some("status"),
+        json!({"status": {"phase": "Failed", "reason": "PodGC"}}),
+    )
+    .await
+    .unwrap();
+    sleep(secs(15.0)).await;
+    assert_eq!(s.pod("orphan").await.unwrap()["status"]["phase"], "Failed");
+    assert_eq!(s.running("orphan"), (false, false));
 }
 
 #[tokio::test(start_paused = true)]
@@ -754,7 +769,16 @@ async fn machines_already_on_adopt_their_running_pods() {
         ..spec("w-1")
     })
     .unwrap();
+    // And one on a node no machine stands for: not the fleet's.
+    s.server
+        .create_internal(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "elsewhere", "namespace": "default"},
+            "spec": {"nodeName": "unmanaged", "containers": [{"name": "app", "image": "x:1"}]},
+            "status": {"phase": "Running"}}))
+        .await
+        .unwrap();
     sleep(secs(0.5)).await;
+    assert!(s.m.running_view().get("default", "elsewhere").is_none());
     assert!(s.node("w-1").await.is_some(), "registers without booting");
     assert_eq!(s.running("web-1"), (true, true));
     let v = s.m.running_view().get("default", "web-1").unwrap();
