@@ -1,0 +1,111 @@
+//! Benchmark: a synthetic living cluster from scenario to steady state (every node Ready, every pod
+//! Running and Ready), in virtual time on a paused current-thread runtime. Prints wall time,
+//! virtual time and memory; asserts nothing about time.
+//!
+//!   cargo run --release -p theseus-bench --bin sim-steady -- --nodes 1000 --pods-per-node 30
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use theseus_sim::scenario::{GenerateOptions, generate};
+use theseus_sim::sim::Simulation;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    #[arg(long, default_value_t = 30)]
+    pods_per_node: usize,
+    #[arg(long, default_value_t = 3)]
+    zones: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Give up after this much virtual time.
+    #[arg(long, default_value_t = 3600)]
+    virtual_timeout_seconds: u64,
+}
+
+fn rss_mib() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|k| k.parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn main() {
+    let a = Args::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let scenario = generate(&GenerateOptions {
+        nodes: a.nodes,
+        pods_per_node: a.pods_per_node,
+        zones: a.zones,
+        seed: a.seed,
+    });
+    let expanded = match scenario.expand("generated") {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let pods: usize = scenario.workloads.iter().map(|w| w.replicas).sum();
+    println!(
+        "sim-steady: {} nodes ({} workers), {} Deployment pods, {} workloads, seed {}",
+        expanded.nodes.len(),
+        a.nodes,
+        pods,
+        scenario.workloads.len(),
+        a.seed
+    );
+    rt.block_on(async {
+        let wall = Instant::now();
+        let virt = tokio::time::Instant::now();
+        let sim = match Simulation::start(&expanded).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        };
+        println!(
+            "start (machines added, objects created)   wall {:8.2} s",
+            wall.elapsed().as_secs_f64()
+        );
+        let r = sim
+            .wait_steady(Duration::from_secs(a.virtual_timeout_seconds))
+            .await;
+        let (rss, peak) = rss_mib();
+        match r {
+            Ok(()) => println!(
+                "steady state                              wall {:8.2} s   virtual {:7.1} s   RSS {rss} MiB  peak {peak} MiB",
+                wall.elapsed().as_secs_f64(),
+                virt.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                println!(
+                    "NOT steady: {e}   wall {:.2} s   RSS {rss} MiB  peak {peak} MiB",
+                    wall.elapsed().as_secs_f64()
+                );
+                std::process::exit(1);
+            }
+        }
+        let target = if a.nodes <= 1000 { "target <= 20 s wall (1,000 nodes / 30,000 pods)" } else { "target <= 120 s wall, <= 4 GiB (5,000 nodes / 150,000 pods)" };
+        println!("{target}");
+    });
+}
