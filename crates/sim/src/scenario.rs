@@ -773,7 +773,7 @@ pub fn generate(opts: &GenerateOptions) -> Scenario {
             exit_seconds: None,
             termination_grace_period_seconds: None,
             pdb,
-            service: (i % 10 == 0).then_some(ServiceSpec {
+            service: i.is_multiple_of(10).then_some(ServiceSpec {
                 port: 80,
                 probe_rate: Some(1.0),
                 probe_retries: 1,
