@@ -47,7 +47,10 @@ fn read_scenario(path: Option<&Path>, empty: bool) -> Result<Loaded> {
         Some(p) => (
             p.display().to_string(),
             std::fs::read_to_string(p).map_err(|e| {
-                BadInput(format!("cannot read the scenario file {}: {e}", p.display()))
+                BadInput(format!(
+                    "cannot read the scenario file {}: {e}",
+                    p.display()
+                ))
             })?,
         ),
         None => (
@@ -57,7 +60,11 @@ fn read_scenario(path: Option<&Path>, empty: bool) -> Result<Loaded> {
     };
     let is_scenario = serde_yaml::from_str::<Value>(&text)
         .ok()
-        .and_then(|v| v.get("kind").and_then(Value::as_str).map(|k| k == "Scenario"))
+        .and_then(|v| {
+            v.get("kind")
+                .and_then(Value::as_str)
+                .map(|k| k == "Scenario")
+        })
         .unwrap_or(false);
     if is_scenario {
         let s = Scenario::parse(&name, &text).map_err(|e| BadInput(e.to_string()))?;
@@ -96,14 +103,18 @@ pub async fn run(cmd: SimCommand) -> Result<()> {
             speed,
         } => {
             if !(speed.is_finite() && speed > 0.0) {
-                bail!(BadInput(format!("--speed must be a positive number, got {speed}")));
+                bail!(BadInput(format!(
+                    "--speed must be a positive number, got {speed}"
+                )));
             }
             let loaded = read_scenario(scenario.as_deref(), empty)?;
             // Keep the simulation alive for as long as we serve it.
             let (router, _sim) = match loaded {
                 Loaded::Living(mut e) => {
                     speed_up(&mut e, speed);
-                    let sim = Simulation::start(&e).await.map_err(|e| BadInput(e.to_string()))?;
+                    let sim = Simulation::start(&e)
+                        .await
+                        .map_err(|e| BadInput(e.to_string()))?;
                     (sim.router(), Some(sim))
                 }
                 Loaded::Manifests(m) => {
@@ -220,7 +231,9 @@ pub async fn run(cmd: SimCommand) -> Result<()> {
 }
 
 fn s(v: &Value) -> String {
-    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
 }
 
 fn show(target: &Target, v: &Value, table: impl Fn(&Value)) -> Result<()> {
@@ -256,13 +269,21 @@ fn base_url(target: &Target) -> Result<String> {
             target.kubeconfig.display()
         ))
     })?;
-    let v: Value = serde_yaml::from_str(&text)
-        .map_err(|e| BadInput(format!("{} is not a kubeconfig: {e}", target.kubeconfig.display())))?;
+    let v: Value = serde_yaml::from_str(&text).map_err(|e| {
+        BadInput(format!(
+            "{} is not a kubeconfig: {e}",
+            target.kubeconfig.display()
+        ))
+    })?;
     v.pointer("/clusters/0/cluster/server")
         .and_then(Value::as_str)
         .map(|s| s.trim_end_matches('/').to_string())
         .ok_or_else(|| {
-            BadInput(format!("{} names no cluster server", target.kubeconfig.display())).into()
+            BadInput(format!(
+                "{} names no cluster server",
+                target.kubeconfig.display()
+            ))
+            .into()
         })
 }
 
@@ -283,7 +304,9 @@ async fn call(target: &Target, method: &str, path: &str, body: Option<Value>) ->
     let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
         .await
         .with_context(|| format!("no answer from {url} within 30 s"))?
-        .with_context(|| format!("cannot reach the simulator at {base}: is `theseus sim serve` running?"))?;
+        .with_context(|| {
+            format!("cannot reach the simulator at {base}: is `theseus sim serve` running?")
+        })?;
     let status = resp.status();
     let bytes = resp
         .into_body()

@@ -236,7 +236,10 @@ pub fn spawn(
                             result = Ok(());
                             break;
                         }
-                        result = Err(format!("backend {}/{} ({}) not running", b.namespace, b.pod, b.ip));
+                        result = Err(format!(
+                            "backend {}/{} ({}) not running",
+                            b.namespace, b.pod, b.ip
+                        ));
                     }
                     result
                 };

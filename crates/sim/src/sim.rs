@@ -191,7 +191,10 @@ impl Simulation {
         let ready = |v: &Value| {
             v.pointer("/status/conditions")
                 .and_then(Value::as_array)
-                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
         };
         if let Some(n) = nodes.iter().find(|n| !ready(&n.value)) {
             return Some(format!(
@@ -201,18 +204,40 @@ impl Simulation {
         }
         // Every workload has observed its spec and has all its replicas ready.
         for (r, want, have) in [
-            (&c.res.deployments, "/spec/replicas", "/status/readyReplicas"),
-            (&c.res.replicasets, "/spec/replicas", "/status/readyReplicas"),
-            (&c.res.statefulsets, "/spec/replicas", "/status/readyReplicas"),
-            (&c.res.daemonsets, "/status/desiredNumberScheduled", "/status/numberReady"),
+            (
+                &c.res.deployments,
+                "/spec/replicas",
+                "/status/readyReplicas",
+            ),
+            (
+                &c.res.replicasets,
+                "/spec/replicas",
+                "/status/readyReplicas",
+            ),
+            (
+                &c.res.statefulsets,
+                "/spec/replicas",
+                "/status/readyReplicas",
+            ),
+            (
+                &c.res.daemonsets,
+                "/status/desiredNumberScheduled",
+                "/status/numberReady",
+            ),
         ] {
             let Ok((items, _)) = c.list(r, None).await else {
                 return Some(format!("{} cannot be listed", r.resource));
             };
             for w in items {
                 let v = &w.value;
-                let generation = v.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
-                let observed = v.pointer("/status/observedGeneration").and_then(Value::as_i64).unwrap_or(0);
+                let generation = v
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let observed = v
+                    .pointer("/status/observedGeneration")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 let want = v.pointer(want).and_then(Value::as_i64).unwrap_or(1);
                 let have = v.pointer(have).and_then(Value::as_i64).unwrap_or(0);
                 if observed < generation || have < want {

@@ -788,26 +788,45 @@ async fn cka_lab_drains_like_runbook_002() {
     let Some(sim) = Sim::living(include_str!("../../../scenarios/cka-002-lab.yaml")).await else {
         return;
     };
-    let out = sim.kubectl(&["drain", "node01", "--ignore-daemonsets", "--timeout=30s"]).await;
-    out.fails().stderr_has(&["cannot delete Pods that declare no controller", "default/hr-app"]);
+    let out = sim
+        .kubectl(&["drain", "node01", "--ignore-daemonsets", "--timeout=30s"])
+        .await;
+    out.fails().stderr_has(&[
+        "cannot delete Pods that declare no controller",
+        "default/hr-app",
+    ]);
     // The refused drain left node01 cordoned; hr-app keeps running there.
-    sim.kubectl(&["get", "nodes"]).await.ok().stdout_has(&["SchedulingDisabled"]);
+    sim.kubectl(&["get", "nodes"])
+        .await
+        .ok()
+        .stdout_has(&["SchedulingDisabled"]);
     let hr = sim.kubectl(&["get", "pod", "hr-app", "-o", "wide"]).await;
     hr.ok().stdout_has(&["Running", "node01"]);
     sim.kubectl(&["uncordon", "node01"]).await.ok();
 
     // The control plane holds only controller-owned pods (and DaemonSet pods): the drain completes.
-    sim.kubectl(&["drain", "controlplane", "--ignore-daemonsets", "--timeout=60s"])
-        .await
-        .ok()
-        .stdout_has(&["evicting pod default/blue-", "drained"]);
+    sim.kubectl(&[
+        "drain",
+        "controlplane",
+        "--ignore-daemonsets",
+        "--timeout=60s",
+    ])
+    .await
+    .ok()
+    .stdout_has(&["evicting pod default/blue-", "drained"]);
     // The evicted pods come back Running on node01.
     let mut on_node01 = false;
     for _ in 0..60 {
-        let t = sim.kubectl(&["get", "pods", "-l", "app=blue", "-o", "wide"]).await;
+        let t = sim
+            .kubectl(&["get", "pods", "-l", "app=blue", "-o", "wide"])
+            .await;
         let text = t.ok().text().to_string();
         let rows: Vec<&str> = text.lines().skip(1).collect();
-        if rows.len() == 3 && rows.iter().all(|r| r.contains("Running") && r.contains("node01")) {
+        if rows.len() == 3
+            && rows
+                .iter()
+                .all(|r| r.contains("Running") && r.contains("node01"))
+        {
             on_node01 = true;
             break;
         }
@@ -816,6 +835,11 @@ async fn cka_lab_drains_like_runbook_002() {
     assert!(on_node01, "blue runs on node01 after the drain");
     sim.kubectl(&["uncordon", "controlplane"]).await.ok();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let t = sim.kubectl(&["get", "pods", "-l", "app=blue", "-o", "wide"]).await;
-    assert!(!t.ok().text().contains("controlplane"), "no pod moves back by itself:\n{t}");
+    let t = sim
+        .kubectl(&["get", "pods", "-l", "app=blue", "-o", "wide"])
+        .await;
+    assert!(
+        !t.ok().text().contains("controlplane"),
+        "no pod moves back by itself:\n{t}"
+    );
 }

@@ -35,51 +35,86 @@ async fn start(text: &str) -> Simulation {
 async fn pods_of(sim: &Simulation, app: &str) -> Vec<Value> {
     let (pods, _) = sim.cluster.list(&sim.cluster.res.pods, None).await.unwrap();
     pods.iter()
-        .filter(|p| p.value.pointer("/metadata/labels/app").and_then(Value::as_str) == Some(app))
+        .filter(|p| {
+            p.value
+                .pointer("/metadata/labels/app")
+                .and_then(Value::as_str)
+                == Some(app)
+        })
         .map(|p| p.value.clone())
         .collect()
 }
 
 fn node_of(p: &Value) -> String {
-    p.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").to_string()
+    p.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 fn ready(v: &Value) -> bool {
     v.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_powered_off_worker_loses_its_pods_after_the_toleration_and_only_single_replicas_see_a_gap() {
+async fn a_powered_off_worker_loses_its_pods_after_the_toleration_and_only_single_replicas_see_a_gap()
+ {
     let sim = start(POWER).await;
     let single = pods_of(&sim, "single").await;
     assert_eq!(single.len(), 1);
     let victim = node_of(&single[0]);
-    let triple_nodes: std::collections::BTreeSet<String> = pods_of(&sim, "triple").await.iter().map(node_of).collect();
-    assert_eq!(triple_nodes.len(), 3, "anti-affinity spreads the three replicas");
+    let triple_nodes: std::collections::BTreeSet<String> =
+        pods_of(&sim, "triple").await.iter().map(node_of).collect();
+    assert_eq!(
+        triple_nodes.len(),
+        3,
+        "anti-affinity spreads the three replicas"
+    );
 
     sim.machines.power_off(&victim).unwrap();
     // ~40 s without a lease renewal: NotReady (Unknown).
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let node = sim.cluster.get(&sim.cluster.res.nodes, "", &victim).await.unwrap();
+    let node = sim
+        .cluster
+        .get(&sim.cluster.res.nodes, "", &victim)
+        .await
+        .unwrap();
     assert!(ready(&node.value), "still Ready 30 s after power-off");
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let node = sim.cluster.get(&sim.cluster.res.nodes, "", &victim).await.unwrap();
+    let node = sim
+        .cluster
+        .get(&sim.cluster.res.nodes, "", &victim)
+        .await
+        .unwrap();
     assert!(!ready(&node.value), "not Ready 60 s after power-off");
     // The pods stay bound to it until the 300 s default toleration expires...
     tokio::time::sleep(Duration::from_secs(200)).await;
-    assert!(pods_of(&sim, "single").await.iter().any(|p| node_of(p) == victim));
+    assert!(
+        pods_of(&sim, "single")
+            .await
+            .iter()
+            .any(|p| node_of(p) == victim)
+    );
     // ...and then run elsewhere.
     tokio::time::sleep(Duration::from_secs(120)).await;
     let now = pods_of(&sim, "single").await;
     // As on a real cluster, the evicted pod stays Terminating on the unreachable node (its kubelet
     // cannot confirm) while the ReplicaSet's replacement runs elsewhere.
     assert!(
-        now.iter().filter(|p| node_of(p) == victim).all(|p| p.pointer("/metadata/deletionTimestamp").is_some()),
+        now.iter()
+            .filter(|p| node_of(p) == victim)
+            .all(|p| p.pointer("/metadata/deletionTimestamp").is_some()),
         "evicted from {victim}: {now:?}"
     );
-    assert!(now.iter().any(|p| node_of(p) != victim && ready(p)), "replacement Ready elsewhere");
+    assert!(
+        now.iter().any(|p| node_of(p) != victim && ready(p)),
+        "replacement Ready elsewhere"
+    );
     tokio::time::sleep(Duration::from_secs(60)).await;
     sim.machines.power_on(&victim).unwrap();
     tokio::time::sleep(Duration::from_secs(120)).await;
@@ -87,10 +122,16 @@ async fn a_powered_off_worker_loses_its_pods_after_the_toleration_and_only_singl
     let reports = sim.probes.reports();
     let single = reports.iter().find(|r| r.service == "single").unwrap();
     let triple = reports.iter().find(|r| r.service == "triple").unwrap();
-    assert!(single.failures > 0 && single.longest_gap_seconds > 300.0, "{single:?}");
+    assert!(
+        single.failures > 0 && single.longest_gap_seconds > 300.0,
+        "{single:?}"
+    );
     assert!(triple.requests > 3000);
     assert_eq!(triple.failures, 0, "{triple:?}");
-    assert!(triple.retried > 0, "the dead backend was tried and retried: {triple:?}");
+    assert!(
+        triple.retried > 0,
+        "the dead backend was tried and retried: {triple:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -98,25 +139,53 @@ async fn the_cka_lab_drains_like_runbook_002() {
     let sim = start(include_str!("../../../scenarios/cka-002-lab.yaml")).await;
     let c = &sim.cluster;
     // Cordon node01, then evict what a drain would evict (controller-owned, non-DaemonSet pods).
-    c.merge_patch(&c.res.nodes, "", "node01", None, json!({"spec": {"unschedulable": true}})).await.unwrap();
+    c.merge_patch(
+        &c.res.nodes,
+        "",
+        "node01",
+        None,
+        json!({"spec": {"unschedulable": true}}),
+    )
+    .await
+    .unwrap();
     let before = pods_of(&sim, "blue").await;
     assert_eq!(before.len(), 3);
     for p in before.iter().filter(|p| node_of(p) == "node01") {
         let (ns, name) = ns_name(p);
-        c.delete(&c.res.pods, ns, name, &DeleteOptions::default()).await.unwrap();
+        c.delete(&c.res.pods, ns, name, &DeleteOptions::default())
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_secs(60)).await;
     let after = pods_of(&sim, "blue").await;
     assert_eq!(after.len(), 3);
-    assert!(after.iter().all(|p| node_of(p) == "controlplane" && ready(p)), "blue runs on the control plane");
+    assert!(
+        after
+            .iter()
+            .all(|p| node_of(p) == "controlplane" && ready(p)),
+        "blue runs on the control plane"
+    );
     // The unmanaged pod stays where it is (cordon keeps it running).
     let hr = c.get(&c.res.pods, "default", "hr-app").await.unwrap();
     assert_eq!(node_of(&hr.value), "node01");
     assert!(ready(&hr.value));
     // After uncordon nothing moves back by itself.
-    c.merge_patch(&c.res.nodes, "", "node01", None, json!({"spec": {"unschedulable": null}})).await.unwrap();
+    c.merge_patch(
+        &c.res.nodes,
+        "",
+        "node01",
+        None,
+        json!({"spec": {"unschedulable": null}}),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(120)).await;
-    assert!(pods_of(&sim, "blue").await.iter().all(|p| node_of(p) == "controlplane"));
+    assert!(
+        pods_of(&sim, "blue")
+            .await
+            .iter()
+            .all(|p| node_of(p) == "controlplane")
+    );
     assert!(sim.invariants.final_check(c).await.is_empty());
 }
 
@@ -124,7 +193,12 @@ async fn the_cka_lab_drains_like_runbook_002() {
 async fn trace(text: &str) -> Vec<String> {
     let sim = start(text).await;
     let c = &sim.cluster;
-    let mut stream = c.server.store.watch(&c.res.pods.key(), None, 0).await.unwrap();
+    let mut stream = c
+        .server
+        .store
+        .watch(&c.res.pods.key(), None, 0)
+        .await
+        .unwrap();
     let victim = node_of(&pods_of(&sim, "single").await[0]);
     sim.machines.power_off(&victim).unwrap();
     let mut out = Vec::new();

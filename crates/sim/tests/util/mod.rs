@@ -268,11 +268,18 @@ impl Sim {
     /// time, once it has settled.
     pub async fn living(scenario_yaml: &str) -> Option<Sim> {
         let kubectl = kubectl_or_skip()?;
-        let s = theseus_sim::scenario::Scenario::parse("scenario", scenario_yaml).expect("the scenario parses");
+        let s = theseus_sim::scenario::Scenario::parse("scenario", scenario_yaml)
+            .expect("the scenario parses");
         let e = s.expand("scenario").expect("the scenario expands");
-        let sim = theseus_sim::sim::Simulation::start(&e).await.expect("the simulation starts");
-        sim.wait_steady(Duration::from_secs(60)).await.expect("the cluster settles");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let sim = theseus_sim::sim::Simulation::start(&e)
+            .await
+            .expect("the simulation starts");
+        sim.wait_steady(Duration::from_secs(60))
+            .await
+            .expect("the cluster settles");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         let router = sim.router();
         let serving = tokio::spawn(async move { axum::serve(listener, router).await });
