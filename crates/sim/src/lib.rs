@@ -27,8 +27,8 @@ pub mod scenario;
 pub mod scheduler;
 pub mod selector;
 pub mod serve;
-pub mod sim;
 pub mod server;
+pub mod sim;
 pub mod store;
 pub mod table;
 
