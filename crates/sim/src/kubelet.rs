@@ -687,11 +687,7 @@ fn hex64(seed: u64) -> String {
     let mut s = seed;
     let mut out = String::with_capacity(64);
     for _ in 0..4 {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.push_str(&format!("{:016x}", z ^ (z >> 31)));
+        out.push_str(&format!("{:016x}", crate::server::splitmix64(&mut s)));
     }
     out
 }

@@ -675,13 +675,7 @@ pub struct GenerateOptions {
 /// anti-affinity. Deterministic for a seed.
 pub fn generate(opts: &GenerateOptions) -> Scenario {
     let mut state = opts.seed;
-    let mut next = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut next = move || crate::server::splitmix64(&mut state);
     let zones: Vec<String> = (0..opts.zones.max(1))
         .map(|z| format!("zone-{}", (b'a' + (z % 26) as u8) as char))
         .collect();
