@@ -498,6 +498,27 @@ async fn pdb_with_empty_selector_matches_nothing() {
     create_pdb(&c, NS, "all", json!({"minAvailable": 0, "selector": {}})).await;
     let s = pdb_status(&c, NS, "all", "empty selector", |_| true).await;
     assert_eq!(counts(&s), (0, 0, 0, 0));
+    c.delete(&c.res.pdbs, NS, "all", &DeleteOptions::default())
+        .await
+        .unwrap();
+
+    // A selector of expressions only follows its pods as well.
+    create_pdb(
+        &c,
+        NS,
+        "expr",
+        json!({"minAvailable": 0, "selector": {"matchExpressions": [
+        {"key": "app", "operator": "In", "values": ["web", "api"]}]}}),
+    )
+    .await;
+    let s = pdb_status(&c, NS, "expr", "expression selector", |s| {
+        s["expectedPods"] == 1
+    })
+    .await;
+    assert_eq!(counts(&s), (1, 0, 1, 1));
+    set_pod(&c, NS, "a", false, Some("10.244.0.2")).await;
+    let s = pdb_status(&c, NS, "expr", "pod unready", |s| s["currentHealthy"] == 0).await;
+    assert_eq!(counts(&s), (1, 0, 0, 0));
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -36,9 +36,8 @@ use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
-    At,
-    Key, PodIndex, Timers, controller_ref, instant_at, is_deleting, key_of, parse_time, pod_ready,
-    sleep_until_opt, str_at, uid_of,
+    At, Key, PodIndex, Timers, controller_ref, instant_at, is_deleting, key_of, parse_time,
+    pod_ready, sleep_until_opt, str_at, uid_of,
 };
 use crate::error::ApiError;
 use crate::selector::LabelSelector;
@@ -55,6 +54,11 @@ pub struct DisruptionConfig {
     pub deletion_timeout: Duration,
     /// Wait before retrying a budget whose status write failed with a server error.
     pub retry_delay: Duration,
+    /// Changes are gathered for this long (virtual time) before the affected objects are
+    /// recomputed. Zero (the default) still gathers everything that arrives within one round of
+    /// the runtime's scheduler, without moving the clock: a burst of pod updates costs one
+    /// recomputation per object instead of one per update.
+    pub batch_period: Duration,
 }
 
 impl Default for DisruptionConfig {
@@ -62,6 +66,7 @@ impl Default for DisruptionConfig {
         DisruptionConfig {
             deletion_timeout: Duration::from_secs(120),
             retry_delay: Duration::from_secs(1),
+            batch_period: Duration::ZERO,
         }
     }
 }
@@ -95,11 +100,53 @@ struct Computed {
     deps: BTreeSet<String>,
 }
 
+/// The budgets of one namespace, by label pair (key → value → names); `any` holds those selecting
+/// by expressions only.
+#[derive(Default)]
+struct PdbIndex {
+    by_label: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+    any: BTreeSet<String>,
+}
+
+impl PdbIndex {
+    fn set(&mut self, pair: Option<&(String, String)>, name: &str, add: bool) {
+        let set = match pair {
+            None => &mut self.any,
+            Some((k, v)) => self
+                .by_label
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default(),
+        };
+        if add {
+            set.insert(name.to_string());
+        } else {
+            set.remove(name);
+        }
+        if let Some((k, v)) = pair
+            && let Some(values) = self.by_label.get_mut(k.as_str())
+        {
+            if values.get(v.as_str()).is_some_and(BTreeSet::is_empty) {
+                values.remove(v.as_str());
+            }
+            if values.is_empty() {
+                self.by_label.remove(k.as_str());
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_label.is_empty() && self.any.is_empty()
+    }
+}
+
 struct State {
     cluster: Cluster,
     cfg: DisruptionConfig,
     pdbs: BTreeMap<Key, Pdb>,
-    pdbs_by_ns: BTreeMap<String, BTreeSet<String>>,
+    /// namespace → budgets by one of their `matchLabels` pairs, for pod events.
+    pdb_index: BTreeMap<String, PdbIndex>,
     pods: PodIndex,
     ctrls: BTreeMap<String, Ctrl>,
     /// Controller uid → budgets whose count used it.
@@ -122,7 +169,7 @@ pub fn spawn(cluster: Cluster, config: DisruptionConfig) -> tokio::task::JoinHan
             cluster,
             cfg: config,
             pdbs: BTreeMap::new(),
-            pdbs_by_ns: BTreeMap::new(),
+            pdb_index: BTreeMap::new(),
             pods: PodIndex::default(),
             ctrls: BTreeMap::new(),
             users: BTreeMap::new(),
@@ -130,7 +177,9 @@ pub fn spawn(cluster: Cluster, config: DisruptionConfig) -> tokio::task::JoinHan
             timers: Timers::default(),
             synced: [false; 5],
         };
+        let mut flush_at: Option<Instant> = None;
         loop {
+            let mut flush = false;
             tokio::select! {
                 biased;
                 Some(c) = pdb_rx.recv() => st.on_pdb(c),
@@ -138,6 +187,7 @@ pub fn spawn(cluster: Cluster, config: DisruptionConfig) -> tokio::task::JoinHan
                 Some(c) = rs_rx.recv() => st.on_ctrl(2, c),
                 Some(c) = dep_rx.recv() => st.on_ctrl(3, c),
                 Some(c) = sts_rx.recv() => st.on_ctrl(4, c),
+                _ = sleep_until_opt(flush_at) => flush = true,
                 _ = sleep_until_opt(st.timers.next()) => {
                     for k in st.timers.pop_due(Instant::now()) {
                         st.dirty.insert(k);
@@ -160,8 +210,15 @@ pub fn spawn(cluster: Cluster, config: DisruptionConfig) -> tokio::task::JoinHan
             while let Ok(c) = sts_rx.try_recv() {
                 st.on_ctrl(4, c);
             }
+            if flush {
+                flush_at = None;
+            }
             if st.synced.iter().all(|s| *s) {
-                st.process().await;
+                if flush {
+                    st.process().await;
+                } else if !st.dirty.is_empty() && flush_at.is_none() {
+                    flush_at = Some(Instant::now() + st.cfg.batch_period);
+                }
             }
         }
     })
@@ -219,14 +276,22 @@ impl State {
     fn put_pdb(&mut self, obj: Arc<StoredObject>) {
         let key = key_of(&obj.value);
         let (selector, pairs) = pdb_selector(&obj.value);
-        let deps = match self.pdbs.remove(&key) {
-            Some(old) => old.deps,
+        let deps = match self.pdbs.get(&key) {
+            Some(_) => {
+                self.unindex(&key);
+                self.pdbs
+                    .remove(&key)
+                    .map(|old| old.deps)
+                    .unwrap_or_default()
+            }
             None => BTreeSet::new(),
         };
-        self.pdbs_by_ns
-            .entry(key.0.clone())
-            .or_default()
-            .insert(key.1.clone());
+        if selector.is_some() {
+            self.pdb_index
+                .entry(key.0.clone())
+                .or_default()
+                .set(pairs.iter().min(), &key.1, true);
+        }
         self.pdbs.insert(
             key.clone(),
             Pdb {
@@ -239,16 +304,26 @@ impl State {
         self.dirty.insert(key);
     }
 
+    /// Removes a budget from the pod-event index.
+    fn unindex(&mut self, key: &Key) {
+        let Some(p) = self.pdbs.get(key) else { return };
+        if p.selector.is_none() {
+            return;
+        }
+        let pair = p.pairs.iter().min().cloned();
+        if let Some(idx) = self.pdb_index.get_mut(&key.0) {
+            idx.set(pair.as_ref(), &key.1, false);
+            if idx.is_empty() {
+                self.pdb_index.remove(&key.0);
+            }
+        }
+    }
+
     fn drop_pdb(&mut self, key: &Key) {
+        self.unindex(key);
         if let Some(old) = self.pdbs.remove(key) {
             for d in old.deps {
                 self.unuse(&d, key);
-            }
-        }
-        if let Some(set) = self.pdbs_by_ns.get_mut(&key.0) {
-            set.remove(&key.1);
-            if set.is_empty() {
-                self.pdbs_by_ns.remove(&key.0);
             }
         }
         self.timers.cancel(key);
@@ -298,18 +373,31 @@ impl State {
     /// Marks the budgets whose selector matches `pod`.
     fn mark_pdbs_for(&mut self, pod: &Value) {
         let ns = str_at(pod, "/metadata/namespace");
-        let Some(names) = self.pdbs_by_ns.get(ns) else {
+        let Some(idx) = self.pdb_index.get(ns) else {
             return;
         };
         let labels = pod.at("/metadata/labels");
+        let mut names: Vec<&String> = idx.any.iter().collect();
+        if let Some(m) = labels.and_then(Value::as_object) {
+            for (k, v) in m {
+                if let Some(set) = v
+                    .as_str()
+                    .and_then(|v| idx.by_label.get(k.as_str())?.get(v))
+                {
+                    names.extend(set.iter());
+                }
+            }
+        }
+        let mut hits = Vec::new();
         for n in names {
             let key = (ns.to_string(), n.clone());
             if let Some(p) = self.pdbs.get(&key)
                 && p.selector.as_ref().is_some_and(|s| s.matches(labels))
             {
-                self.dirty.insert(key);
+                hits.push(key);
             }
         }
+        self.dirty.extend(hits);
     }
 
     fn on_pod(&mut self, c: Change) {
@@ -357,10 +445,7 @@ impl State {
     fn ctrl_of(v: &Value, kind: &str) -> Ctrl {
         Ctrl {
             kind: kind.to_string(),
-            replicas: v
-                .at("/spec/replicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(1),
+            replicas: v.at("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
             owner: controller_ref(v).map(|(_, k, _, u)| (k.to_string(), u.to_string())),
         }
     }

@@ -53,6 +53,11 @@ const WRITE_ATTEMPTS: usize = 5;
 pub struct EndpointsConfig {
     /// Wait before retrying a Service whose sync failed with a server error.
     pub retry_delay: Duration,
+    /// Changes are gathered for this long (virtual time) before the affected objects are
+    /// recomputed. Zero (the default) still gathers everything that arrives within one round of
+    /// the runtime's scheduler, without moving the clock: a burst of pod updates costs one
+    /// recomputation per object instead of one per update.
+    pub batch_period: Duration,
     /// Addresses kept per Endpoints object before truncation.
     pub max_capacity: usize,
 }
@@ -61,6 +66,7 @@ impl Default for EndpointsConfig {
     fn default() -> Self {
         EndpointsConfig {
             retry_delay: Duration::from_secs(1),
+            batch_period: Duration::ZERO,
             max_capacity: MAX_ENDPOINTS_CAPACITY,
         }
     }
@@ -74,7 +80,10 @@ pub(crate) type Key = (String, String);
 
 /// `metadata.namespace` and `metadata.name` ("" when absent).
 pub(crate) fn ns_name(v: &Value) -> (&str, &str) {
-    (str_at(v, "/metadata/namespace"), str_at(v, "/metadata/name"))
+    (
+        str_at(v, "/metadata/namespace"),
+        str_at(v, "/metadata/name"),
+    )
 }
 
 pub(crate) fn key_of(v: &Value) -> Key {
@@ -327,7 +336,11 @@ impl PodIndex {
 
     /// Pods of `ns` carrying every label pair of `pairs` (all pods of `ns` when `pairs` is
     /// empty), in name order. The caller still checks the full selector.
-    pub(crate) fn candidates(&self, ns: &str, pairs: &[(String, String)]) -> Vec<&Arc<StoredObject>> {
+    pub(crate) fn candidates(
+        &self,
+        ns: &str,
+        pairs: &[(String, String)],
+    ) -> Vec<&Arc<StoredObject>> {
         let Some(pods) = self.pods.get(ns) else {
             return Vec::new();
         };
@@ -411,12 +424,15 @@ pub fn spawn(cluster: Cluster, config: EndpointsConfig) -> tokio::task::JoinHand
             synced: [false; 3],
             started: false,
         };
+        let mut flush_at: Option<Instant> = None;
         loop {
+            let mut flush = false;
             tokio::select! {
                 biased;
                 Some(c) = svc_rx.recv() => st.on_service(c),
                 Some(c) = pod_rx.recv() => st.on_pod(c),
                 Some(c) = ep_rx.recv() => st.on_endpoints(c),
+                _ = sleep_until_opt(flush_at) => flush = true,
                 _ = sleep_until_opt(st.retry.next()) => {
                     for k in st.retry.pop_due(Instant::now()) {
                         st.dirty.insert(k);
@@ -433,6 +449,9 @@ pub fn spawn(cluster: Cluster, config: EndpointsConfig) -> tokio::task::JoinHand
             while let Ok(c) = ep_rx.try_recv() {
                 st.on_endpoints(c);
             }
+            if flush {
+                flush_at = None;
+            }
             if st.synced.iter().all(|s| *s) {
                 if !st.started {
                     st.started = true;
@@ -445,7 +464,11 @@ pub fn spawn(cluster: Cluster, config: EndpointsConfig) -> tokio::task::JoinHand
                         .collect();
                     st.dirty.extend(orphans);
                 }
-                st.process().await;
+                if flush {
+                    st.process().await;
+                } else if !st.dirty.is_empty() && flush_at.is_none() {
+                    flush_at = Some(Instant::now() + st.cfg.batch_period);
+                }
             }
         }
     })

@@ -29,8 +29,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
-use crate::controllers::endpoints::{
-    At,Timers, is_deleting, sleep_until_opt, str_at, uid_of};
+use crate::controllers::endpoints::{At, Timers, is_deleting, sleep_until_opt, str_at, uid_of};
 use crate::error::ApiError;
 use crate::registry::ResourceInfo;
 use crate::rest::DeleteOptions;
@@ -203,13 +202,17 @@ impl State {
                 continue;
             }
             let idx = self.resources.len();
-            let mut rx = self.cluster.informer_channel(&r);
             let tx = self.tx.clone();
+            let cluster = self.cluster.clone();
+            let info = r.clone();
+            // Feeds the collector's single queue directly; ends when the collector is gone.
             tokio::spawn(async move {
-                while let Some(c) = rx.recv().await {
-                    if tx.send((idx, c)).is_err() {
-                        break;
-                    }
+                let watch_closed = tx.clone();
+                tokio::select! {
+                    _ = cluster.informer(&info, move |c| {
+                        let _ = tx.send((idx, c));
+                    }) => {}
+                    _ = watch_closed.closed() => {}
                 }
             });
             self.resources.push(r);
@@ -249,7 +252,23 @@ impl State {
                         self.remove_node(&uid);
                     }
                 }
-                _ => self.upsert(idx, &ev.object),
+                _ => {
+                    // Skip updates that change nothing the graph holds (status, leases, ...).
+                    if let Some(prev) = &ev.previous
+                        && [
+                            "/metadata/uid",
+                            "/metadata/ownerReferences",
+                            "/metadata/finalizers",
+                        ]
+                        .iter()
+                        .all(|p| prev.value.at(p) == ev.object.value.at(p))
+                        && is_deleting(&prev.value) == is_deleting(&ev.object.value)
+                        && self.nodes.contains_key(uid_of(&ev.object.value))
+                    {
+                        return;
+                    }
+                    self.upsert(idx, &ev.object)
+                }
             },
         }
     }

@@ -25,7 +25,8 @@ use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
-    At,Timers, is_deleting, pod_terminal, sleep_until_opt, str_at};
+    At, Timers, is_deleting, pod_terminal, sleep_until_opt, str_at,
+};
 use crate::error::ApiError;
 use crate::rest::{self, DeleteOptions, WriteOptions};
 use crate::store::{EventType, StoredObject};

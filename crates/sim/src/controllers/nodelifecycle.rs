@@ -45,8 +45,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
-    At,
-    Key, Timers, instant_at, is_deleting, key_of, parse_time, rv_of, sleep_until_opt, str_at,
+    At, Key, Timers, instant_at, is_deleting, key_of, parse_time, rv_of, sleep_until_opt, str_at,
     uid_of,
 };
 use crate::error::ApiError;
@@ -165,9 +164,12 @@ fn no_execute_taints(node: &Value) -> Vec<Taint> {
 }
 
 fn has_taint(node: &Value, key: &str, effect: &str) -> bool {
-    taints_of(node)
-        .iter()
-        .any(|t| t.key == key && t.effect == effect)
+    node.at("/spec/taints")
+        .and_then(Value::as_array)
+        .is_some_and(|a| {
+            a.iter()
+                .any(|t| str_at(t, "/key") == key && str_at(t, "/effect") == effect)
+        })
 }
 
 fn condition<'a>(node: &'a Value, ty: &str) -> Option<&'a Value> {
@@ -177,8 +179,28 @@ fn condition<'a>(node: &'a Value, ty: &str) -> Option<&'a Value> {
         .find(|c| c["type"] == ty)
 }
 
-fn ready_status(node: &Value) -> Option<String> {
-    condition(node, "Ready").map(|c| str_at(c, "/status").to_string())
+/// The status of a node's Ready condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rs {
+    True,
+    False,
+    Unknown,
+    Other,
+}
+
+impl Rs {
+    fn of(cond: &Value) -> Rs {
+        match str_at(cond, "/status") {
+            "True" => Rs::True,
+            "False" => Rs::False,
+            "Unknown" => Rs::Unknown,
+            _ => Rs::Other,
+        }
+    }
+}
+
+fn ready_status(node: &Value) -> Option<Rs> {
+    condition(node, "Ready").map(Rs::of)
 }
 
 /// `nodetopology.GetZoneKey`.
@@ -211,8 +233,9 @@ fn zone_key(node: &Value) -> String {
 struct Health {
     probe: DateTime<Utc>,
     ready_transition: DateTime<Utc>,
-    /// The Ready condition seen at the last pass.
-    saved_ready: Option<Value>,
+    /// `lastHeartbeatTime` and `lastTransitionTime` of the Ready condition seen at the last
+    /// pass.
+    saved_ready: Option<(String, String)>,
     lease_renew: Option<DateTime<Utc>>,
 }
 
@@ -330,6 +353,8 @@ struct State {
     pods: BTreeMap<Key, PodInfo>,
     pods_by_node: BTreeMap<String, BTreeSet<Key>>,
     no_execute: BTreeMap<String, Vec<Taint>>,
+    /// Node → (zone key, excluded from disruption checks).
+    node_zone: BTreeMap<String, (String, bool)>,
     zone_states: BTreeMap<String, ZoneState>,
     tainters: BTreeMap<String, Tainter>,
     evictions: Timers<Key>,
@@ -359,6 +384,7 @@ pub fn spawn(cluster: Cluster, config: NodeLifecycleConfig) -> tokio::task::Join
             pods: BTreeMap::new(),
             pods_by_node: BTreeMap::new(),
             no_execute: BTreeMap::new(),
+            node_zone: BTreeMap::new(),
             zone_states: BTreeMap::new(),
             tainters: BTreeMap::new(),
             evictions: Timers::default(),
@@ -430,12 +456,26 @@ impl State {
                 self.no_execute.insert(name.clone(), ne);
             }
         }
+        let zone = zone_key(&obj.value);
+        let excluded = obj
+            .value
+            .at("/metadata/labels")
+            .and_then(|l| l.get(EXCLUDE_DISRUPTION))
+            .is_some();
+        if self
+            .node_zone
+            .get(&name)
+            .is_none_or(|(z, e)| *z != zone || *e != excluded)
+        {
+            self.node_zone.insert(name.clone(), (zone, excluded));
+        }
         self.dirty_nodes.insert(name.clone());
         self.nodes.insert(name, obj);
     }
 
     fn forget_node(&mut self, name: &str) {
         self.nodes.remove(name);
+        self.node_zone.remove(name);
         self.health.remove(name);
         self.retry_not_ready.remove(name);
         if self.no_execute.remove(name).is_some()
@@ -593,7 +633,19 @@ impl State {
             }
             Change::Event(ev) => match ev.kind {
                 EventType::Deleted => self.drop_pod(&key_of(&ev.object.value)),
-                _ => self.put_pod(&ev.object.value),
+                _ => {
+                    // Most pod updates are status changes the taint eviction does not read.
+                    if let Some(prev) = &ev.previous
+                        && ["/metadata/uid", "/spec/nodeName", "/spec/tolerations"]
+                            .iter()
+                            .all(|p| prev.value.at(p) == ev.object.value.at(p))
+                        && is_deleting(&prev.value) == is_deleting(&ev.object.value)
+                        && self.pods.contains_key(&key_of(&ev.object.value))
+                    {
+                        return;
+                    }
+                    self.put_pod(&ev.object.value)
+                }
             },
         }
     }
@@ -652,25 +704,29 @@ impl State {
             TAINT_PID_PRESSURE,
             TAINT_UNSCHEDULABLE,
         ];
-        let have: BTreeSet<String> = taints_of(v)
-            .into_iter()
-            .filter(|t| t.effect == NO_SCHEDULE && managed.contains(&t.key.as_str()))
-            .map(|t| t.key)
-            .collect();
-        let add: Vec<(&str, &str)> = want
+        let have: BTreeSet<&str> = v
+            .at("/spec/taints")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
             .iter()
-            .filter(|k| !have.contains(**k))
-            .map(|k| (*k, NO_SCHEDULE))
+            .filter(|t| str_at(t, "/effect") == NO_SCHEDULE)
+            .map(|t| str_at(t, "/key"))
+            .filter(|k| managed.contains(k))
             .collect();
-        let remove: Vec<(String, &str)> = have
-            .iter()
-            .filter(|k| !want.contains(k.as_str()))
-            .map(|k| (k.clone(), NO_SCHEDULE))
-            .collect();
-        if add.is_empty() && remove.is_empty() {
+        if want == have {
             return Ok(());
         }
-        let remove: Vec<(&str, &str)> = remove.iter().map(|(k, e)| (k.as_str(), *e)).collect();
+        let add: Vec<(&'static str, &str)> = want
+            .iter()
+            .filter(|k| !have.contains(*k))
+            .map(|k| (*k, NO_SCHEDULE))
+            .collect();
+        let remove: Vec<(&'static str, &str)> = managed
+            .iter()
+            .filter(|k| have.contains(*k) && !want.contains(*k))
+            .map(|k| (*k, NO_SCHEDULE))
+            .collect();
         self.swap_taints(name, &add, &remove).await
     }
 
@@ -856,7 +912,7 @@ impl State {
 
     async fn monitor(&mut self) {
         let names: Vec<String> = self.nodes.keys().cloned().collect();
-        let mut zones: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
+        let mut zones: BTreeMap<String, Vec<Option<Rs>>> = BTreeMap::new();
         for name in names {
             let (observed, current) = match self.update_health(&name).await {
                 Ok(Some(x)) => x,
@@ -866,29 +922,28 @@ impl State {
                     continue;
                 }
             };
-            let Some(node) = self.nodes.get(&name).cloned() else {
+            let Some((zone, excluded)) = self.node_zone.get(&name).cloned() else {
                 continue;
             };
-            let zone = zone_key(&node.value);
             if !self.tainters.contains_key(&zone) {
                 self.tainters
                     .insert(zone.clone(), Tainter::new(self.cfg.eviction_rate));
                 self.zone_states.insert(zone.clone(), ZoneState::Initial);
             }
-            let excluded = node
-                .value
-                .at("/metadata/labels")
-                .and_then(|l| l.get(EXCLUDE_DISRUPTION))
-                .is_some();
             if !excluded {
-                zones.entry(zone.clone()).or_default().push(current.clone());
+                match zones.get_mut(&zone) {
+                    Some(list) => list.push(current),
+                    None => {
+                        zones.insert(zone.clone(), vec![current]);
+                    }
+                }
             }
             let Some(current) = current else { continue };
-            if let Err(e) = self.taint_by_readiness(&name, &zone, &observed).await {
+            if let Err(e) = self.taint_by_readiness(&name, &zone, observed).await {
                 tracing::debug!(node = %name, error = %e.message, "NoExecute taint swap failed");
             }
-            let transition = current != "True" && observed == "True";
-            if transition {
+            let transition = current != Rs::True && observed == Rs::True;
+            if transition && let Some(node) = self.nodes.get(&name).cloned() {
                 self.cluster
                     .event(
                         &node.value,
@@ -899,7 +954,7 @@ impl State {
                     )
                     .await;
             }
-            if transition || (self.retry_not_ready.contains(&name) && observed != "True") {
+            if transition || (observed != Rs::True && self.retry_not_ready.contains(&name)) {
                 match self.mark_pods_not_ready(&name).await {
                     Ok(()) => {
                         self.retry_not_ready.remove(&name);
@@ -909,7 +964,7 @@ impl State {
                         self.retry_not_ready.insert(name.clone());
                     }
                 }
-            } else {
+            } else if !self.retry_not_ready.is_empty() {
                 self.retry_not_ready.remove(&name);
             }
         }
@@ -918,75 +973,76 @@ impl State {
 
     /// `tryUpdateNodeHealth`: returns the Ready status observed before this pass and after it
     /// (`None` when there is none), or `None` when the node is gone.
-    async fn update_health(
-        &mut self,
-        name: &str,
-    ) -> Result<Option<(String, Option<String>)>, ApiError> {
+    async fn update_health(&mut self, name: &str) -> Result<Option<(Rs, Option<Rs>)>, ApiError> {
         for _ in 0..WRITE_ATTEMPTS {
             let Some(node) = self.nodes.get(name).cloned() else {
                 return Ok(None);
             };
             let now = self.now();
             let v = &node.value;
-            let ready = condition(v, "Ready").cloned();
-            let created_str = str_at(v, "/metadata/creationTimestamp").to_string();
-            let created = parse_time(&created_str).unwrap_or(now);
-            let (observed, grace) = match &ready {
-                Some(r) => (str_at(r, "/status").to_string(), self.cfg.grace_period),
-                None => ("Unknown".to_string(), self.cfg.startup_grace_period),
+            let ready = condition(v, "Ready");
+            let beat = ready.map(|r| {
+                (
+                    str_at(r, "/lastHeartbeatTime"),
+                    str_at(r, "/lastTransitionTime"),
+                )
+            });
+            let (observed, grace) = match ready {
+                Some(r) => (Rs::of(r), self.cfg.grace_period),
+                None => (Rs::Unknown, self.cfg.startup_grace_period),
             };
-            let mut h = self.health.remove(name);
-            if ready.is_none() && h.is_none() {
-                h = Some(Health {
-                    probe: created,
-                    ready_transition: created,
-                    saved_ready: None,
-                    lease_renew: None,
-                });
-            }
-            let mut h = match h {
-                None => Health {
-                    probe: now,
-                    ready_transition: now,
-                    saved_ready: None,
-                    lease_renew: None,
-                },
-                Some(mut h) => {
-                    match (&h.saved_ready, &ready) {
-                        (None, Some(_)) | (Some(_), None) => {
+            let renew = self.leases.get(name).copied();
+            let h = match self.health.get_mut(name) {
+                Some(h) => {
+                    match (&h.saved_ready, beat) {
+                        (None, Some((b, t))) => {
                             h.probe = now;
                             h.ready_transition = now;
+                            h.saved_ready = Some((b.to_string(), t.to_string()));
                         }
-                        (Some(s), Some(r))
-                            if s.get("lastHeartbeatTime") != r.get("lastHeartbeatTime") =>
-                        {
+                        (Some(_), None) => {
                             h.probe = now;
-                            if s.get("lastTransitionTime") != r.get("lastTransitionTime") {
+                            h.ready_transition = now;
+                            h.saved_ready = None;
+                        }
+                        (Some((sb, st)), Some((b, t))) if sb != b => {
+                            h.probe = now;
+                            if st != t {
                                 h.ready_transition = now;
                             }
+                            h.saved_ready = Some((b.to_string(), t.to_string()));
                         }
                         _ => {}
                     }
                     h
                 }
+                None => {
+                    // First sight: a node that never reported counts from its creation.
+                    let start = match beat {
+                        Some(_) => now,
+                        None => parse_time(str_at(v, "/metadata/creationTimestamp")).unwrap_or(now),
+                    };
+                    self.health.entry(name.to_string()).or_insert(Health {
+                        probe: start,
+                        ready_transition: start,
+                        saved_ready: beat.map(|(b, t)| (b.to_string(), t.to_string())),
+                        lease_renew: None,
+                    })
+                }
             };
-            if let Some(renew) = self.leases.get(name)
-                && h.lease_renew.is_none_or(|r| r < *renew)
+            if let Some(renew) = renew
+                && h.lease_renew.is_none_or(|r| r < renew)
             {
-                h.lease_renew = Some(*renew);
+                h.lease_renew = Some(renew);
                 h.probe = now;
             }
-            h.saved_ready = ready.clone();
             let expired = now > h.probe + chrono::Duration::from_std(grace).unwrap_or_default();
             if !expired {
-                self.health.insert(name.to_string(), h);
-                return Ok(Some((
-                    observed,
-                    ready.map(|r| str_at(&r, "/status").to_string()),
-                )));
+                return Ok(Some((observed, ready.map(Rs::of))));
             }
             // Heartbeats stopped: every condition the kubelet owns becomes Unknown.
             let ts = self.cluster.server.clock.timestamp();
+            let created = str_at(v, "/metadata/creationTimestamp");
             let mut conds: Vec<Value> = v
                 .at("/status/conditions")
                 .and_then(Value::as_array)
@@ -995,7 +1051,7 @@ impl State {
             for ty in ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"] {
                 match conds.iter_mut().find(|c| c["type"] == ty) {
                     None => conds.push(json!({"type": ty, "status": "Unknown",
-                        "lastHeartbeatTime": created_str, "lastTransitionTime": ts,
+                        "lastHeartbeatTime": created, "lastTransitionTime": ts,
                         "reason": "NodeStatusNeverUpdated", "message": "Kubelet never posted node status."})),
                     Some(c) => {
                         if c["status"] != "Unknown" {
@@ -1007,10 +1063,8 @@ impl State {
                     }
                 }
             }
-            let new_ready = conds.iter().find(|c| c["type"] == "Ready").cloned();
-            if new_ready == ready {
-                self.health.insert(name.to_string(), h);
-                return Ok(Some((observed, Some("Unknown".to_string()))));
+            if conds.iter().find(|c| c["type"] == "Ready") == ready {
+                return Ok(Some((observed, Some(Rs::Unknown))));
             }
             let mut obj = v.clone();
             obj["status"]["conditions"] = Value::Array(conds);
@@ -1021,11 +1075,17 @@ impl State {
             let c = self.cluster.clone();
             match c.update_status(&c.res.nodes, obj).await {
                 Ok(written) => {
-                    h.saved_ready = condition(&written, "Ready").cloned();
-                    h.ready_transition = now;
-                    self.health.insert(name.to_string(), h);
+                    if let Some(h) = self.health.get_mut(name) {
+                        h.saved_ready = condition(&written, "Ready").map(|r| {
+                            (
+                                str_at(r, "/lastHeartbeatTime").to_string(),
+                                str_at(r, "/lastTransitionTime").to_string(),
+                            )
+                        });
+                        h.ready_transition = now;
+                    }
                     self.remember_node(written);
-                    return Ok(Some((observed, Some("Unknown".to_string()))));
+                    return Ok(Some((observed, Some(Rs::Unknown))));
                 }
                 Err(e) if e.code == 404 => {
                     self.forget_node(name);
@@ -1033,7 +1093,6 @@ impl State {
                 }
                 Err(e) if e.code == 409 => {
                     // Probably a fresh heartbeat: look again at the current node.
-                    self.health.insert(name.to_string(), h);
                     match c.get(&c.res.nodes, "", name).await {
                         Ok(o) => {
                             if self
@@ -1051,10 +1110,7 @@ impl State {
                         Err(e) => return Err(e),
                     }
                 }
-                Err(e) => {
-                    self.health.insert(name.to_string(), h);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
         Err(ApiError::stale("nodes", name))
@@ -1065,14 +1121,14 @@ impl State {
         &mut self,
         name: &str,
         zone: &str,
-        observed: &str,
+        observed: Rs,
     ) -> Result<(), ApiError> {
         let Some(node) = self.nodes.get(name).cloned() else {
             return Ok(());
         };
         let v = &node.value;
         match observed {
-            "False" => {
+            Rs::False => {
                 if has_taint(v, TAINT_UNREACHABLE, NO_EXECUTE) {
                     self.swap_taints(
                         name,
@@ -1084,7 +1140,7 @@ impl State {
                     t.add(name);
                 }
             }
-            "Unknown" => {
+            Rs::Unknown => {
                 if has_taint(v, TAINT_NOT_READY, NO_EXECUTE) {
                     self.swap_taints(
                         name,
@@ -1096,8 +1152,8 @@ impl State {
                     t.add(name);
                 }
             }
-            "True" => self.mark_reachable(name).await?,
-            _ => {}
+            Rs::True => self.mark_reachable(name).await?,
+            Rs::Other => {}
         }
         Ok(())
     }
@@ -1144,9 +1200,9 @@ impl State {
                 let Some(node) = self.nodes.get(&name).cloned() else {
                     continue;
                 };
-                let (add, opposite) = match ready_status(&node.value).as_deref() {
-                    Some("False") => (TAINT_NOT_READY, TAINT_UNREACHABLE),
-                    Some("Unknown") => (TAINT_UNREACHABLE, TAINT_NOT_READY),
+                let (add, opposite) = match ready_status(&node.value) {
+                    Some(Rs::False) => (TAINT_NOT_READY, TAINT_UNREACHABLE),
+                    Some(Rs::Unknown) => (TAINT_UNREACHABLE, TAINT_NOT_READY),
                     _ => continue, // ready again (or never reported): nothing to do
                 };
                 tracing::debug!(node = %name, taint = add, "tainting unhealthy node");
@@ -1241,14 +1297,11 @@ impl State {
     }
 
     /// `handleDisruption`: zone states and the tainting rate limits that follow from them.
-    async fn handle_disruption(&mut self, zones: &BTreeMap<String, Vec<Option<String>>>) {
+    async fn handle_disruption(&mut self, zones: &BTreeMap<String, Vec<Option<Rs>>>) {
         let mut new_states = BTreeMap::new();
         let mut all_full = true;
         for (zone, conds) in zones {
-            let ready = conds
-                .iter()
-                .filter(|c| c.as_deref() == Some("True"))
-                .count();
+            let ready = conds.iter().filter(|c| **c == Some(Rs::True)).count();
             let not_ready = conds.len() - ready;
             let state = if ready == 0 && not_ready > 0 {
                 ZoneState::FullDisruption
