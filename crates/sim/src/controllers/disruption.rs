@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
-    At, Key, PodIndex, Timers, controller_ref, instant_at, is_deleting, key_of, parse_time,
+    At, Key, PodIndex, Timers, after, controller_ref, instant_at, is_deleting, key_of, parse_time,
     pod_ready, sleep_until_opt, str_at, uid_of,
 };
 use crate::error::ApiError;
@@ -147,7 +147,7 @@ struct State {
     pdbs: BTreeMap<Key, Pdb>,
     /// namespace → budgets by one of their `matchLabels` pairs, for pod events.
     pdb_index: BTreeMap<String, PdbIndex>,
-    pods: PodIndex,
+    pods: PodIndex<PdbPod>,
     ctrls: BTreeMap<String, Ctrl>,
     /// Controller uid → budgets whose count used it.
     users: BTreeMap<String, BTreeSet<Key>>,
@@ -217,7 +217,7 @@ pub fn spawn(cluster: Cluster, config: DisruptionConfig) -> tokio::task::JoinHan
                 if flush {
                     st.process().await;
                 } else if !st.dirty.is_empty() && flush_at.is_none() {
-                    flush_at = Some(Instant::now() + st.cfg.batch_period);
+                    flush_at = Some(after(st.cfg.batch_period));
                 }
             }
         }
@@ -245,14 +245,28 @@ fn pdb_selector(v: &Value) -> (Option<LabelSelector>, Vec<(String, String)>) {
     }
 }
 
-/// Whether a pod change can change any budget's status.
-fn pdb_relevant_change(a: &Value, b: &Value) -> bool {
-    a.at("/metadata/labels") != b.at("/metadata/labels")
-        || a.at("/metadata/uid") != b.at("/metadata/uid")
-        || is_deleting(a) != is_deleting(b)
-        || a.at("/status/phase") != b.at("/status/phase")
-        || pod_ready(a) != pod_ready(b)
-        || controller_ref(a).map(|c| c.3) != controller_ref(b).map(|c| c.3)
+/// What a budget reads of a pod (`PartialEq`: a change that leaves it and the labels alone
+/// concerns no budget).
+#[derive(Debug, PartialEq)]
+struct PdbPod {
+    name: String,
+    deleting: bool,
+    /// Running with `Ready=True`.
+    healthy: bool,
+    /// The controller reference: (apiVersion, kind, name, uid).
+    ctrl: Option<(String, String, String, String)>,
+}
+
+impl PdbPod {
+    fn of(pod: &Value) -> PdbPod {
+        PdbPod {
+            name: str_at(pod, "/metadata/name").to_string(),
+            deleting: is_deleting(pod),
+            healthy: str_at(pod, "/status/phase") == "Running" && pod_ready(pod),
+            ctrl: controller_ref(pod)
+                .map(|(a, k, n, u)| (a.to_string(), k.to_string(), n.to_string(), u.to_string())),
+        }
+    }
 }
 
 /// `intstr.GetScaledValueFromIntOrPercent(v, total, roundUp=true)`.
@@ -266,7 +280,7 @@ fn scaled(v: &Value, total: i64) -> Result<i64, String> {
                 .strip_suffix('%')
                 .and_then(|p| p.parse::<i64>().ok())
                 .ok_or_else(|| format!("invalid value for IntOrString: invalid value {s:?}"))?;
-            Ok((pct * total + 99).div_euclid(100))
+            Ok(pct.saturating_mul(total).saturating_add(99).div_euclid(100))
         }
         other => Err(format!("invalid value for IntOrString: {other}")),
     }
@@ -406,7 +420,8 @@ impl State {
                 self.synced[1] = true;
                 self.pods.clear();
                 for o in items {
-                    self.pods.insert(o);
+                    let info = PdbPod::of(&o.value);
+                    self.pods.insert(o, info);
                 }
                 let all: Vec<Key> = self.pdbs.keys().cloned().collect();
                 self.dirty.extend(all);
@@ -419,24 +434,27 @@ impl State {
                         if self
                             .pods
                             .get(&ns, &name)
-                            .is_some_and(|cur| cur.revision > ev.object.revision)
+                            .is_some_and(|cur| cur.obj.revision > ev.object.revision)
                         {
                             return;
                         }
-                        self.pods.insert(ev.object.clone())
+                        let info = PdbPod::of(&ev.object.value);
+                        let old = self.pods.insert(ev.object.clone(), info);
+                        if let (Some(o), Some(n)) = (&old, self.pods.get(&ns, &name))
+                            && o.info == n.info
+                            && o.obj.value.at("/metadata/labels")
+                                == n.obj.value.at("/metadata/labels")
+                        {
+                            return; // nothing a budget counts changed
+                        }
+                        old
                     }
                 };
-                let new = (ev.kind != EventType::Deleted).then(|| ev.object.clone());
-                if let (Some(o), Some(n)) = (&old, &new)
-                    && !pdb_relevant_change(&o.value, &n.value)
-                {
-                    return;
-                }
                 if let Some(o) = &old {
-                    self.mark_pdbs_for(&o.value);
+                    self.mark_pdbs_for(&o.obj.value);
                 }
-                if let Some(n) = &new {
-                    self.mark_pdbs_for(&n.value);
+                if ev.kind != EventType::Deleted {
+                    self.mark_pdbs_for(&ev.object.value);
                 }
             }
         }
@@ -497,7 +515,7 @@ impl State {
             if let Err(e) = self.sync(&key).await {
                 tracing::debug!(ns = %key.0, pdb = %key.1, error = %e.message, "PDB sync failed");
                 self.timers
-                    .schedule_earliest(key, Instant::now() + self.cfg.retry_delay);
+                    .schedule_earliest(key, after(self.cfg.retry_delay));
             }
         }
     }
@@ -506,12 +524,14 @@ impl State {
     /// controller uids consulted.
     async fn controller_scale(
         &self,
-        pod: &Value,
+        ns: &str,
+        pod: &PdbPod,
         deps: &mut BTreeSet<String>,
     ) -> Result<Option<(String, i64)>, String> {
-        let Some((api_version, kind, name, uid)) = controller_ref(pod) else {
+        let Some((api_version, kind, name, uid)) = &pod.ctrl else {
             return Ok(None);
         };
+        let uid = uid.as_str();
         deps.insert(uid.to_string());
         if let Some(c) = self.ctrls.get(uid) {
             if c.kind == "ReplicaSet"
@@ -529,77 +549,71 @@ impl State {
         let cl = &self.cluster;
         if let Some(info) = cl.server.registry.by_kind(api_version, kind)
             && info.has_subresource("scale")
-        {
-            let ns = str_at(pod, "/metadata/namespace");
-            if let Ok(o) = cl
+            && let Ok(o) = cl
                 .get(&info, if info.namespaced { ns } else { "" }, name)
                 .await
-                && uid_of(&o.value) == uid
-            {
-                let r = o
-                    .value
-                    .at("/spec/replicas")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(1);
-                return Ok(Some((uid.to_string(), r)));
-            }
+            && uid_of(&o.value) == uid
+        {
+            let r = o
+                .value
+                .at("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            return Ok(Some((uid.to_string(), r)));
         }
-        Err(format!(
-            "found no controllers for pod {:?}",
-            str_at(pod, "/metadata/name")
-        ))
+        Err(format!("found no controllers for pod {:?}", pod.name))
     }
 
     async fn expected_scale(
         &self,
-        pods: &[Arc<StoredObject>],
+        ns: &str,
+        pods: &[&PdbPod],
         deps: &mut BTreeSet<String>,
     ) -> Result<i64, String> {
         let mut scales: BTreeMap<String, i64> = BTreeMap::new();
-        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
         for p in pods {
-            if let Some((_, _, _, u)) = controller_ref(&p.value)
-                && !seen.insert(u.to_string())
+            if let Some((_, _, _, u)) = &p.ctrl
+                && !seen.insert(u.as_str())
             {
                 continue;
             }
-            if let Some((uid, n)) = self.controller_scale(&p.value, deps).await? {
+            if let Some((uid, n)) = self.controller_scale(ns, p, deps).await? {
                 scales.insert(uid, n);
             }
         }
-        Ok(scales.values().sum())
+        Ok(scales.values().fold(0i64, |a, b| a.saturating_add(*b)))
     }
 
     async fn compute(&self, pdb: &Pdb) -> Result<Computed, String> {
         let (ns, _) = key_of(&pdb.obj.value);
-        let pods: Vec<Arc<StoredObject>> = match &pdb.selector {
+        let pods: Vec<&PdbPod> = match &pdb.selector {
             None => Vec::new(),
             Some(sel) => self
                 .pods
                 .candidates(&ns, &pdb.pairs)
                 .into_iter()
-                .filter(|p| sel.matches(p.value.at("/metadata/labels")))
-                .cloned()
+                .filter(|p| sel.matches(p.obj.value.at("/metadata/labels")))
+                .map(|p| &p.info)
                 .collect(),
         };
         let spec = &pdb.obj.value["spec"];
         let mut deps = BTreeSet::new();
         let (expected, desired) = match (spec.get("maxUnavailable"), spec.get("minAvailable")) {
             (Some(mu), _) if !mu.is_null() => {
-                let expected = self.expected_scale(&pods, &mut deps).await?;
+                let expected = self.expected_scale(&ns, &pods, &mut deps).await?;
                 let max = scaled(mu, expected)?;
-                (expected, (expected - max).max(0))
+                (expected, expected.saturating_sub(max).max(0))
             }
             (_, Some(Value::Number(n))) => (pods.len() as i64, n.as_i64().unwrap_or(0)),
             (_, Some(ma)) if !ma.is_null() => {
-                let expected = self.expected_scale(&pods, &mut deps).await?;
+                let expected = self.expected_scale(&ns, &pods, &mut deps).await?;
                 (expected, scaled(ma, expected)?)
             }
             _ => (0, 0),
         };
         let now = self.cluster.server.clock.now();
-        let timeout =
-            chrono::Duration::from_std(self.cfg.deletion_timeout).unwrap_or(chrono::Duration::MAX);
+        let timeout = chrono::Duration::from_std(self.cfg.deletion_timeout).ok();
         let recorded = pdb
             .obj
             .value
@@ -609,34 +623,31 @@ impl State {
         let mut recheck: Option<DateTime<Utc>> = None;
         if let Some(rec) = recorded {
             for p in &pods {
-                if is_deleting(&p.value) {
+                if p.deleting {
                     continue;
                 }
-                let name = str_at(&p.value, "/metadata/name");
+                let name = p.name.as_str();
                 let Some(ts) = rec.get(name) else { continue };
                 let Some(t) = ts.as_str().and_then(parse_time) else {
                     continue;
                 };
-                let expires = t + timeout;
-                if expires < now {
+                // An entry whose expiry cannot be computed never expires.
+                let expires = timeout.and_then(|d| t.checked_add_signed(d));
+                if expires.is_some_and(|e| e < now) {
                     tracing::debug!(pod = name, "pod was expected to be deleted but it wasn't");
                     continue;
                 }
-                if recheck.is_none_or(|r| expires < r) {
-                    recheck = Some(expires);
+                if let Some(e) = expires
+                    && recheck.is_none_or(|r| e < r)
+                {
+                    recheck = Some(e);
                 }
                 disrupted.insert(name.to_string(), ts.clone());
             }
         }
         let healthy = pods
             .iter()
-            .filter(|p| {
-                let v = &p.value;
-                !is_deleting(v)
-                    && !disrupted.contains_key(str_at(v, "/metadata/name"))
-                    && str_at(v, "/status/phase") == "Running"
-                    && pod_ready(v)
-            })
+            .filter(|p| p.healthy && !p.deleting && !disrupted.contains_key(p.name.as_str()))
             .count() as i64;
         Ok(Computed {
             expected,
@@ -676,7 +687,9 @@ impl State {
                     p.deps = c.deps.clone();
                 }
                 if let Some(r) = c.recheck {
-                    let at = instant_at(&self.cluster, r) + Duration::from_millis(1);
+                    let at = instant_at(&self.cluster, r)
+                        .checked_add(Duration::from_millis(1))
+                        .unwrap_or_else(|| instant_at(&self.cluster, r));
                     self.timers.schedule_earliest(key.clone(), at);
                 }
             } else if let Err(msg) = &result {
@@ -763,7 +776,7 @@ fn int_at(v: &Value, ptr: &str) -> i64 {
 /// The new status, or `None` when the current one is up to date (`updatePdbStatus`).
 fn status_for(pdb: &Value, c: &Computed, now: &str) -> Option<Value> {
     let generation = int_at(pdb, "/metadata/generation");
-    let mut allowed = c.healthy - c.desired;
+    let mut allowed = c.healthy.saturating_sub(c.desired);
     if c.expected <= 0 || allowed <= 0 {
         allowed = 0;
     }

@@ -111,6 +111,20 @@ impl At for Value {
     }
 }
 
+/// Sets `path` inside `v`, turning whatever is in the way into objects (`v["a"]["b"] = x`
+/// panics on a non-object; data from the API must never make a controller panic).
+pub(crate) fn set_in(v: &mut Value, path: &[&str], val: Value) {
+    let mut cur = v;
+    for p in path {
+        if !cur.is_object() {
+            *cur = Value::Object(Map::new());
+        }
+        let Value::Object(m) = cur else { return };
+        cur = m.entry(p.to_string()).or_insert(Value::Null);
+    }
+    *cur = val;
+}
+
 pub(crate) fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.at(ptr).and_then(Value::as_str).unwrap_or("")
 }
@@ -173,12 +187,29 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// The farthest a controller ever schedules anything (times from the API can be absurd).
+const FAR: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `Instant::now() + d`, capped at [`FAR`] instead of overflowing.
+pub(crate) fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d.min(FAR)).unwrap_or(now)
+}
+
+/// The interval of a rate (`1/qps`), capped at [`FAR`].
+pub(crate) fn period(qps: f64) -> Duration {
+    Duration::try_from_secs_f64(1.0 / qps)
+        .unwrap_or(FAR)
+        .min(FAR)
+}
+
 /// The tokio instant at which the simulated clock shows `t` (now if `t` is past).
 pub(crate) fn instant_at(cluster: &Cluster, t: DateTime<Utc>) -> Instant {
-    let d = (t - cluster.server.clock.now())
+    let d = t
+        .signed_duration_since(cluster.server.clock.now())
         .to_std()
         .unwrap_or(Duration::ZERO);
-    Instant::now() + d
+    after(d)
 }
 
 /// The `metadata.resourceVersion` of an object as a number (0 when absent).
@@ -262,24 +293,39 @@ impl<K: Ord + Clone> Timers<K> {
     }
 }
 
+/// A pod in a [`PodIndex`], with what its controller extracted from it once per change.
+pub(crate) struct Indexed<T> {
+    pub(crate) obj: Arc<StoredObject>,
+    pub(crate) info: T,
+}
+
 /// Pods indexed by namespace and by (namespace, label key, label value), so that the pods a
-/// selector can match are found without scanning the cluster. Lookups take `&str` (no
-/// allocation).
-#[derive(Default)]
-pub(crate) struct PodIndex {
+/// selector can match are found without scanning the cluster. Each pod carries a summary `T`
+/// (the few fields its controller reads), so recomputations do not walk the pods' JSON.
+/// Lookups take `&str` (no allocation).
+pub(crate) struct PodIndex<T> {
     /// namespace → name → pod.
-    pods: BTreeMap<String, BTreeMap<String, Arc<StoredObject>>>,
+    pods: BTreeMap<String, BTreeMap<String, Indexed<T>>>,
     /// namespace → label key → label value → pod names.
     by_label: BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeSet<String>>>>,
 }
 
-impl PodIndex {
-    pub(crate) fn get(&self, ns: &str, name: &str) -> Option<&Arc<StoredObject>> {
+impl<T> Default for PodIndex<T> {
+    fn default() -> Self {
+        PodIndex {
+            pods: BTreeMap::new(),
+            by_label: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> PodIndex<T> {
+    pub(crate) fn get(&self, ns: &str, name: &str) -> Option<&Indexed<T>> {
         self.pods.get(ns)?.get(name)
     }
 
     /// Adds or replaces a pod; returns the previous state.
-    pub(crate) fn insert(&mut self, obj: Arc<StoredObject>) -> Option<Arc<StoredObject>> {
+    pub(crate) fn insert(&mut self, obj: Arc<StoredObject>, info: T) -> Option<Indexed<T>> {
         let (ns, name) = ns_name(&obj.value);
         let (ns, name) = (ns.to_string(), name.to_string());
         let old = self.remove(&ns, &name);
@@ -295,17 +341,24 @@ impl PodIndex {
                 }
             }
         }
-        self.pods.entry(ns).or_default().insert(name, obj);
+        self.pods
+            .entry(ns)
+            .or_default()
+            .insert(name, Indexed { obj, info });
         old
     }
 
-    pub(crate) fn remove(&mut self, ns: &str, name: &str) -> Option<Arc<StoredObject>> {
+    pub(crate) fn remove(&mut self, ns: &str, name: &str) -> Option<Indexed<T>> {
         let names = self.pods.get_mut(ns)?;
         let old = names.remove(name)?;
         if names.is_empty() {
             self.pods.remove(ns);
         }
-        if let Some(labels) = old.value.at("/metadata/labels").and_then(Value::as_object)
+        if let Some(labels) = old
+            .obj
+            .value
+            .at("/metadata/labels")
+            .and_then(Value::as_object)
             && let Some(idx) = self.by_label.get_mut(ns)
         {
             for (k, v) in labels {
@@ -336,11 +389,7 @@ impl PodIndex {
 
     /// Pods of `ns` carrying every label pair of `pairs` (all pods of `ns` when `pairs` is
     /// empty), in name order. The caller still checks the full selector.
-    pub(crate) fn candidates(
-        &self,
-        ns: &str,
-        pairs: &[(String, String)],
-    ) -> Vec<&Arc<StoredObject>> {
+    pub(crate) fn candidates(&self, ns: &str, pairs: &[(String, String)]) -> Vec<&Indexed<T>> {
         let Some(pods) = self.pods.get(ns) else {
             return Vec::new();
         };
@@ -397,7 +446,7 @@ struct State {
     services: BTreeMap<Key, Svc>,
     /// Services with a selector, under (namespace, first selector pair).
     svc_index: BTreeMap<(String, String, String), BTreeSet<String>>,
-    pods: PodIndex,
+    pods: PodIndex<EpPod>,
     /// Endpoints objects as last seen (watch or own write).
     endpoints: BTreeMap<Key, Arc<StoredObject>>,
     dirty: BTreeSet<Key>,
@@ -467,7 +516,7 @@ pub fn spawn(cluster: Cluster, config: EndpointsConfig) -> tokio::task::JoinHand
                 if flush {
                     st.process().await;
                 } else if !st.dirty.is_empty() && flush_at.is_none() {
-                    flush_at = Some(Instant::now() + st.cfg.batch_period);
+                    flush_at = Some(after(st.cfg.batch_period));
                 }
             }
         }
@@ -561,7 +610,8 @@ impl State {
                 self.synced[1] = true;
                 self.pods.clear();
                 for o in items {
-                    self.pods.insert(o);
+                    let info = EpPod::of(&o.value);
+                    self.pods.insert(o, info);
                 }
                 let all: Vec<Key> = self.services.keys().cloned().collect();
                 self.dirty.extend(all);
@@ -572,24 +622,27 @@ impl State {
                     EventType::Deleted => self.pods.remove(&ns, &name),
                     _ => {
                         if let Some(cur) = self.pods.get(&ns, &name)
-                            && cur.revision > ev.object.revision
+                            && cur.obj.revision > ev.object.revision
                         {
                             return;
                         }
-                        self.pods.insert(ev.object.clone())
+                        let info = EpPod::of(&ev.object.value);
+                        let old = self.pods.insert(ev.object.clone(), info);
+                        if let (Some(o), Some(n)) = (&old, self.pods.get(&ns, &name))
+                            && o.info == n.info
+                            && o.obj.value.at("/metadata/labels")
+                                == n.obj.value.at("/metadata/labels")
+                        {
+                            return; // nothing any Endpoints shows changed
+                        }
+                        old
                     }
                 };
-                let new = (ev.kind != EventType::Deleted).then(|| ev.object.clone());
-                if let (Some(o), Some(n)) = (&old, &new)
-                    && !endpoint_relevant_change(&o.value, &n.value)
-                {
-                    return;
-                }
                 if let Some(o) = &old {
-                    self.mark_services_for(&o.value);
+                    self.mark_services_for(&o.obj.value);
                 }
-                if let Some(n) = &new {
-                    self.mark_services_for(&n.value);
+                if ev.kind != EventType::Deleted {
+                    self.mark_services_for(&ev.object.value);
                 }
             }
         }
@@ -639,7 +692,7 @@ impl State {
             if let Err(e) = self.sync(&key).await {
                 tracing::debug!(ns = %key.0, service = %key.1, error = %e.message, "endpoints sync failed");
                 self.retry
-                    .schedule_earliest(key, Instant::now() + self.cfg.retry_delay);
+                    .schedule_earliest(key, after(self.cfg.retry_delay));
             }
         }
     }
@@ -714,12 +767,12 @@ impl State {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let pods: Vec<&Value> = self
+        let pods: Vec<&EpPod> = self
             .pods
             .candidates(&key.0, &pairs)
             .into_iter()
-            .map(|p| &p.value)
-            .filter(|p| selector_matches(selector, p))
+            .filter(|p| selector_matches(selector, &p.obj.value))
+            .map(|p| &p.info)
             .collect();
         let mut subsets = desired_subsets(svc, &pods);
         let truncated = truncate(&mut subsets, self.cfg.max_capacity);
@@ -762,7 +815,7 @@ impl State {
                 m.remove("labels");
             }
         } else {
-            meta["labels"] = Value::Object(labels);
+            set_in(&mut meta, &["labels"], Value::Object(labels));
         }
         let mut ann = meta
             .get("annotations")
@@ -780,6 +833,9 @@ impl State {
             } else {
                 m.insert("annotations".into(), Value::Object(ann));
             }
+        }
+        if !meta.is_object() {
+            meta = json!({"name": key.1, "namespace": key.0});
         }
         let mut obj = Map::new();
         obj.insert("apiVersion".into(), Value::from("v1"));
@@ -808,22 +864,74 @@ impl State {
     }
 }
 
-/// Whether a pod change can change any Endpoints.
-fn endpoint_relevant_change(a: &Value, b: &Value) -> bool {
-    const PTRS: [&str; 11] = [
-        "/metadata/labels",
-        "/metadata/uid",
-        "/metadata/deletionTimestamp",
-        "/status/podIP",
-        "/status/podIPs",
-        "/status/phase",
-        "/spec/nodeName",
-        "/spec/hostname",
-        "/spec/subdomain",
-        "/spec/containers",
-        "/spec/initContainers",
-    ];
-    PTRS.iter().any(|p| a.at(p) != b.at(p)) || pod_ready(a) != pod_ready(b)
+/// What the Endpoints of a Service can show of a pod (`PartialEq`: a pod change that leaves it
+/// and the labels alone concerns no Endpoints).
+#[derive(Debug, PartialEq)]
+pub(crate) struct EpPod {
+    name: String,
+    uid: String,
+    ip: Option<String>,
+    node: String,
+    hostname: String,
+    subdomain: String,
+    ready: bool,
+    terminal: bool,
+    deleting: bool,
+    /// Named container ports (name, protocol, number), sidecar init containers included.
+    ports: Vec<(String, String, i64)>,
+}
+
+impl EpPod {
+    pub(crate) fn of(pod: &Value) -> EpPod {
+        let mut ports = Vec::new();
+        for (i, path) in ["/spec/containers", "/spec/initContainers"]
+            .iter()
+            .enumerate()
+        {
+            for c in pod
+                .at(path)
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                // Init containers count only as sidecars (restartPolicy Always).
+                if i == 1 && str_at(c, "/restartPolicy") != "Always" {
+                    continue;
+                }
+                for p in c
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
+                    let name = str_at(p, "/name");
+                    let Some(n) = p.get("containerPort").and_then(Value::as_i64) else {
+                        continue;
+                    };
+                    if name.is_empty() {
+                        continue;
+                    }
+                    let proto = match str_at(p, "/protocol") {
+                        "" => "TCP",
+                        x => x,
+                    };
+                    ports.push((name.to_string(), proto.to_string(), n));
+                }
+            }
+        }
+        EpPod {
+            name: str_at(pod, "/metadata/name").to_string(),
+            uid: uid_of(pod).to_string(),
+            ip: pod_ip(pod).map(str::to_string),
+            node: str_at(pod, "/spec/nodeName").to_string(),
+            hostname: str_at(pod, "/spec/hostname").to_string(),
+            subdomain: str_at(pod, "/spec/subdomain").to_string(),
+            ready: pod_ready(pod),
+            terminal: pod_terminal(pod),
+            deleting: is_deleting(pod),
+            ports,
+        }
+    }
 }
 
 /// A Service port: name, protocol, appProtocol and its target.
@@ -863,42 +971,17 @@ fn service_ports(svc: &Value) -> Vec<SvcPort> {
 }
 
 /// `podutil.FindPort`: the container port a Service port targets on this pod.
-fn find_port(pod: &Value, sp: &SvcPort) -> Option<i64> {
+fn find_port(pod: &EpPod, sp: &SvcPort) -> Option<i64> {
     match &sp.target {
         Value::Number(n) => n.as_i64().filter(|p| *p > 0),
         Value::String(s) => {
             if let Ok(n) = s.parse::<i64>() {
                 return Some(n).filter(|p| *p > 0);
             }
-            let containers = ["/spec/containers", "/spec/initContainers"];
-            for (i, path) in containers.iter().enumerate() {
-                for c in pod
-                    .at(path)
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                {
-                    // Init containers count only as sidecars (restartPolicy Always).
-                    if i == 1 && str_at(c, "/restartPolicy") != "Always" {
-                        continue;
-                    }
-                    for p in c
-                        .get("ports")
-                        .and_then(Value::as_array)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default()
-                    {
-                        let proto = match str_at(p, "/protocol") {
-                            "" => "TCP",
-                            x => x,
-                        };
-                        if str_at(p, "/name") == s && proto == sp.protocol {
-                            return p.get("containerPort").and_then(Value::as_i64);
-                        }
-                    }
-                }
-            }
-            None
+            pod.ports
+                .iter()
+                .find(|(name, proto, _)| name == s && *proto == sp.protocol)
+                .map(|(_, _, n)| *n)
         }
         _ => None,
     }
@@ -916,9 +999,8 @@ fn pod_ip(pod: &Value) -> Option<&str> {
 
 /// A pod listed in a Service's Endpoints.
 struct Listed<'a> {
-    pod: &'a Value,
+    pod: &'a EpPod,
     ip: &'a str,
-    uid: &'a str,
     ready: bool,
     /// (Service port index, resolved port number); empty for a headless Service without ports.
     ports: Vec<(usize, i64)>,
@@ -926,28 +1008,25 @@ struct Listed<'a> {
 
 fn address(svc_ns: &str, svc_name: &str, l: &Listed) -> Value {
     let pod = l.pod;
-    let (ns, name) = ns_name(pod);
     let mut a = Map::new();
     a.insert("ip".into(), Value::from(l.ip));
-    let hostname = str_at(pod, "/spec/hostname");
-    if !hostname.is_empty() && str_at(pod, "/spec/subdomain") == svc_name && ns == svc_ns {
-        a.insert("hostname".into(), Value::from(hostname));
+    if !pod.hostname.is_empty() && pod.subdomain == svc_name {
+        a.insert("hostname".into(), Value::from(pod.hostname.as_str()));
     }
-    let node = str_at(pod, "/spec/nodeName");
-    if !node.is_empty() {
-        a.insert("nodeName".into(), Value::from(node));
+    if !pod.node.is_empty() {
+        a.insert("nodeName".into(), Value::from(pod.node.as_str()));
     }
     let mut r = Map::new();
     r.insert("kind".into(), Value::from("Pod"));
-    r.insert("namespace".into(), Value::from(ns));
-    r.insert("name".into(), Value::from(name));
-    r.insert("uid".into(), Value::from(l.uid));
+    r.insert("namespace".into(), Value::from(svc_ns));
+    r.insert("name".into(), Value::from(pod.name.as_str()));
+    r.insert("uid".into(), Value::from(pod.uid.as_str()));
     a.insert("targetRef".into(), Value::Object(r));
     Value::Object(a)
 }
 
-/// The subsets of a Service's Endpoints for the pods its selector matches.
-fn desired_subsets(svc: &Value, pods: &[&Value]) -> Vec<Value> {
+/// The subsets of a Service's Endpoints for the pods (of its namespace) its selector matches.
+fn desired_subsets(svc: &Value, pods: &[&EpPod]) -> Vec<Value> {
     let (svc_ns, svc_name) = ns_name(svc);
     let publish = svc
         .at("/spec/publishNotReadyAddresses")
@@ -960,10 +1039,12 @@ fn desired_subsets(svc: &Value, pods: &[&Value]) -> Vec<Value> {
     }
     let mut listed: Vec<Listed> = Vec::with_capacity(pods.len());
     for pod in pods {
-        if pod_terminal(pod) || (!publish && is_deleting(pod)) {
+        if pod.terminal || (!publish && pod.deleting) {
             continue;
         }
-        let Some(ip) = pod_ip(pod) else { continue };
+        let Some(ip) = pod.ip.as_deref() else {
+            continue;
+        };
         let offered: Vec<(usize, i64)> = ports
             .iter()
             .enumerate()
@@ -975,12 +1056,11 @@ fn desired_subsets(svc: &Value, pods: &[&Value]) -> Vec<Value> {
         listed.push(Listed {
             pod,
             ip,
-            uid: uid_of(pod),
-            ready: publish || pod_ready(pod),
+            ready: publish || pod.ready,
             ports: offered,
         });
     }
-    listed.sort_by(|a, b| (a.ip, a.uid).cmp(&(b.ip, b.uid)));
+    listed.sort_by(|a, b| (a.ip, a.pod.uid.as_str()).cmp(&(b.ip, b.pod.uid.as_str())));
     // Port → the addresses offering it (in address order), then addresses offering the same
     // ports share a subset (`RepackSubsets`).
     let mut by_port: BTreeMap<Option<(usize, i64)>, Vec<usize>> = BTreeMap::new();
@@ -1140,6 +1220,7 @@ mod tests {
             json!([{"name": "web", "containerPort": 8080}]),
         );
         let c = pod("c", "10.0.0.3", true, json!([]));
+        let (a, b, c) = (EpPod::of(&a), EpPod::of(&b), EpPod::of(&c));
         let subsets = desired_subsets(&svc, &[&a, &b, &c]);
         // Port 8080 ("web") is offered by a and b, 9090 by all three: one subset per address
         // set, as RepackSubsets builds them.
@@ -1150,7 +1231,11 @@ mod tests {
             .unwrap();
         assert_eq!(count(web, "ports"), 1);
         assert_eq!(web["ports"][0]["name"], "http");
-        assert_eq!(web["addresses"], json!([a_addr(&a)]));
+        assert_eq!(
+            web["addresses"],
+            json!([{"ip": "10.0.0.2", "nodeName": "n1", "targetRef": {"kind": "Pod",
+                "namespace": "default", "name": "a", "uid": "u-a"}}])
+        );
         assert_eq!(web["notReadyAddresses"][0]["ip"], "10.0.0.1");
         let metrics = subsets
             .iter()
@@ -1168,11 +1253,6 @@ mod tests {
         let two = desired_subsets(&svc, &[&a, &b]);
         assert_eq!(two.len(), 1);
         assert_eq!(count(&two[0], "ports"), 2);
-    }
-
-    fn a_addr(p: &Value) -> Value {
-        json!({"ip": p["status"]["podIP"], "nodeName": "n1", "targetRef": {"kind": "Pod",
-            "namespace": "default", "name": p["metadata"]["name"], "uid": p["metadata"]["uid"]}})
     }
 
     #[test]

@@ -29,7 +29,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
-use crate::controllers::endpoints::{At, Timers, is_deleting, sleep_until_opt, str_at, uid_of};
+use crate::controllers::endpoints::{
+    At, Timers, after, is_deleting, sleep_until_opt, str_at, uid_of,
+};
 use crate::error::ApiError;
 use crate::registry::ResourceInfo;
 use crate::rest::DeleteOptions;
@@ -394,7 +396,7 @@ impl State {
             if let Err(e) = r {
                 tracing::debug!(uid = %uid, error = %e.message, "garbage collection failed; will retry");
                 self.retry
-                    .schedule_earliest((work, uid), Instant::now() + self.cfg.retry_delay);
+                    .schedule_earliest((work, uid), after(self.cfg.retry_delay));
             }
         }
     }

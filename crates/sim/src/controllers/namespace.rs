@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
-    At, Timers, is_deleting, pod_terminal, sleep_until_opt, str_at,
+    At, Timers, after, is_deleting, pod_terminal, set_in, sleep_until_opt, str_at,
 };
 use crate::error::ApiError;
 use crate::rest::{self, DeleteOptions, WriteOptions};
@@ -154,9 +154,8 @@ impl State {
         }
     }
 
-    fn requeue(&mut self, name: &str, after: Duration) {
-        self.queue
-            .schedule_earliest(name.to_string(), Instant::now() + after);
+    fn requeue(&mut self, name: &str, wait: Duration) {
+        self.queue.schedule_earliest(name.to_string(), after(wait));
     }
 
     async fn sync(&mut self, name: &str) {
@@ -201,8 +200,10 @@ impl State {
             .get(name)
             .copied()
             .unwrap_or(self.cfg.min_backoff);
-        self.backoff
-            .insert(name.to_string(), (backoff * 2).min(self.cfg.max_backoff));
+        self.backoff.insert(
+            name.to_string(),
+            backoff.saturating_mul(2).min(self.cfg.max_backoff),
+        );
         let wait = if totals.estimate > 0 {
             Duration::from_secs(totals.estimate as u64)
         } else {
@@ -429,7 +430,7 @@ impl State {
             })
             .unwrap_or_default();
         let mut obj = cur.value.clone();
-        obj["spec"]["finalizers"] = Value::Array(fins);
+        set_in(&mut obj, &["spec", "finalizers"], Value::Array(fins));
         tracing::debug!(namespace = name, "namespace emptied: finalizing");
         match rest::update(
             &c.server,

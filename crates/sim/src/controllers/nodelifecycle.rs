@@ -45,8 +45,8 @@ use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
-    At, Key, Timers, instant_at, is_deleting, key_of, parse_time, rv_of, sleep_until_opt, str_at,
-    uid_of,
+    At, Key, Timers, after, instant_at, is_deleting, key_of, parse_time, period, rv_of, set_in,
+    sleep_until_opt, str_at, uid_of,
 };
 use crate::error::ApiError;
 use crate::rest::DeleteOptions;
@@ -319,7 +319,7 @@ impl Tainter {
         if self.qps <= 0.0 || self.next_token.is_some_and(|t| now < t) {
             return false;
         }
-        self.next_token = Some(now + Duration::from_secs_f64(1.0 / self.qps));
+        self.next_token = Some(now.checked_add(period(self.qps)).unwrap_or(now));
         true
     }
 
@@ -330,7 +330,7 @@ impl Tainter {
         let had_token = self.try_accept(now);
         self.qps = qps;
         self.next_token = if qps > 0.0 && !had_token {
-            Some(now + Duration::from_secs_f64(1.0 / qps))
+            Some(now.checked_add(period(qps)).unwrap_or(now))
         } else {
             None
         };
@@ -777,7 +777,7 @@ impl State {
                     spec.remove("taints");
                 }
             } else {
-                obj["spec"]["taints"] = Value::Array(new);
+                set_in(&mut obj, &["spec", "taints"], Value::Array(new));
             }
             tracing::debug!(node = name, ?add, ?remove, "updating node taints");
             match c.update(&c.res.nodes, obj).await {
@@ -821,7 +821,12 @@ impl State {
             };
             let Some(secs) = tol.seconds else { continue };
             let start = t.time_added.map_or(p.since, |a| a.max(p.since));
-            let at = start + chrono::Duration::seconds(secs.max(0));
+            // Absurd tolerationSeconds: as good as forever.
+            let Some(at) = chrono::Duration::try_seconds(secs.max(0))
+                .and_then(|d| start.checked_add_signed(d))
+            else {
+                continue;
+            };
             if deadline.is_none_or(|d| at < d) {
                 deadline = Some(at);
             }
@@ -853,8 +858,7 @@ impl State {
             }
             if let Err(e) = self.evict(&key).await {
                 tracing::debug!(ns = %key.0, pod = %key.1, error = %e.message, "taint eviction failed");
-                self.evictions
-                    .set(key, Instant::now() + self.cfg.retry_delay);
+                self.evictions.set(key, after(self.cfg.retry_delay));
             }
         }
     }
@@ -891,7 +895,11 @@ impl State {
             .unwrap_or_default();
         conds.retain(|x| x["type"] != "DisruptionTarget");
         conds.push(cond);
-        with_cond["status"]["conditions"] = Value::Array(conds);
+        set_in(
+            &mut with_cond,
+            &["status", "conditions"],
+            Value::Array(conds),
+        );
         // Best effort, as the condition is only informative.
         let _ = c.update_status(&c.res.pods, with_cond).await;
         let opts = DeleteOptions {
@@ -1036,7 +1044,10 @@ impl State {
                 h.lease_renew = Some(renew);
                 h.probe = now;
             }
-            let expired = now > h.probe + chrono::Duration::from_std(grace).unwrap_or_default();
+            let expired = chrono::Duration::from_std(grace)
+                .ok()
+                .and_then(|g| h.probe.checked_add_signed(g))
+                .is_some_and(|deadline| now > deadline);
             if !expired {
                 return Ok(Some((observed, ready.map(Rs::of))));
             }
@@ -1067,7 +1078,7 @@ impl State {
                 return Ok(Some((observed, Some(Rs::Unknown))));
             }
             let mut obj = v.clone();
-            obj["status"]["conditions"] = Value::Array(conds);
+            set_in(&mut obj, &["status", "conditions"], Value::Array(conds));
             tracing::debug!(
                 node = name,
                 "node stopped posting status: conditions Unknown"
