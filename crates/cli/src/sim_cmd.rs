@@ -115,6 +115,10 @@ pub async fn run(cmd: SimCommand) -> Result<()> {
                     let sim = Simulation::start(&e)
                         .await
                         .map_err(|e| BadInput(e.to_string()))?;
+                    // Serve a settled cluster, with probes counting from there.
+                    if let Err(err) = sim.wait_steady(Duration::from_secs(120)).await {
+                        eprintln!("warning: {err}; serving it anyway");
+                    }
                     (sim.router(), Some(sim))
                 }
                 Loaded::Manifests(m) => {
