@@ -53,16 +53,6 @@ pub enum SimError {
     NotSteady { seconds: u64, what: String },
 }
 
-struct Liveness(machines::RunningView);
-
-impl PodLiveness for Liveness {
-    fn is_serving(&self, namespace: &str, pod: &str, ip: &str) -> bool {
-        self.0
-            .get(namespace, pod)
-            .is_some_and(|r| r.running && r.ip.as_deref() == Some(ip))
-    }
-}
-
 fn machine_spec(n: &NodeSpec, e: &Expanded) -> MachineSpec {
     let t = &e.timing;
     let taints = n
@@ -139,7 +129,7 @@ impl Simulation {
         crate::scenario::load(&server, e.manifests.clone())
             .await
             .map_err(SimError::Load)?;
-        let liveness: Arc<dyn PodLiveness> = Arc::new(Liveness(machines.running_view()));
+        let liveness: Arc<dyn PodLiveness> = Arc::new(machines.running_view());
         let probes = probes::spawn(
             cluster.clone(),
             e.probes.clone(),
