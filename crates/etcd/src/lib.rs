@@ -1,0 +1,1 @@
+//! theseus-etcd: etcd operations over etcd-client. The only crate that uses etcd-client.

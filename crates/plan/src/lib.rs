@@ -1,0 +1,1 @@
+//! theseus-plan: pure functions of (snapshot, spec). No I/O, no clock.
