@@ -6,6 +6,7 @@
 //! Components iterate in a fixed order (BTreeMap, never HashMap iteration) and take time only from
 //! tokio, so a run on a paused current-thread runtime is deterministic.
 
+use crate::json::Ptr;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -50,10 +51,10 @@ fn ns_opt(ns: &str) -> Option<&str> {
 /// `metadata.namespace` and `metadata.name` of an object ("" when absent).
 pub fn ns_name(v: &Value) -> (&str, &str) {
     (
-        v.pointer("/metadata/namespace")
+        v.ptr("/metadata/namespace")
             .and_then(Value::as_str)
             .unwrap_or(""),
-        v.pointer("/metadata/name")
+        v.ptr("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or(""),
     )
@@ -117,18 +118,32 @@ impl Cluster {
     }
 
     /// Creates an object; its namespace comes from `metadata.namespace`.
-    pub async fn create(&self, r: &ResourceInfo, obj: Value) -> Result<Value, ApiError> {
+    pub async fn create(
+        &self,
+        r: &ResourceInfo,
+        obj: Value,
+    ) -> Result<Arc<StoredObject>, ApiError> {
         let ns = ns_name(&obj).0.to_string();
-        rest::create(&self.server, r, ns_opt(&ns), obj, &WriteOptions::default()).await
+        rest::create(&self.server, r, ns_opt(&ns), obj, &WriteOptions::default())
+            .await
+            .map(rest::Written::into_stored)
     }
 
     /// Replaces an object (PUT); `metadata.resourceVersion`, when set, must be current (409).
-    pub async fn update(&self, r: &ResourceInfo, obj: Value) -> Result<Value, ApiError> {
+    pub async fn update(
+        &self,
+        r: &ResourceInfo,
+        obj: Value,
+    ) -> Result<Arc<StoredObject>, ApiError> {
         self.put(r, None, obj).await
     }
 
     /// Replaces an object's status (PUT .../status).
-    pub async fn update_status(&self, r: &ResourceInfo, obj: Value) -> Result<Value, ApiError> {
+    pub async fn update_status(
+        &self,
+        r: &ResourceInfo,
+        obj: Value,
+    ) -> Result<Arc<StoredObject>, ApiError> {
         self.put(r, Some("status"), obj).await
     }
 
@@ -137,7 +152,7 @@ impl Cluster {
         r: &ResourceInfo,
         sub: Option<&str>,
         obj: Value,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<StoredObject>, ApiError> {
         let (ns, name) = ns_name(&obj);
         let (ns, name) = (ns.to_string(), name.to_string());
         rest::update(
@@ -150,7 +165,7 @@ impl Cluster {
             &WriteOptions::default(),
         )
         .await
-        .map(|(_, v)| v)
+        .map(|(_, v)| v.into_stored())
     }
 
     /// JSON merge patch of the object (`sub` None) or of its status (`Some("status")`).
@@ -161,7 +176,7 @@ impl Cluster {
         name: &str,
         sub: Option<&str>,
         patch: Value,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<StoredObject>, ApiError> {
         let body = PatchBody {
             kind: PatchKind::Merge,
             doc: patch,
@@ -176,7 +191,7 @@ impl Cluster {
             &WriteOptions::default(),
         )
         .await
-        .map(|(_, v)| v)
+        .map(|(_, v)| v.into_stored())
     }
 
     /// Deletes with the API's rules; returns whether the object is gone now.
@@ -230,7 +245,7 @@ impl Cluster {
                 "kind": involved.get("kind").cloned().unwrap_or(Value::Null),
                 "name": name,
                 "namespace": ns_name(involved).0,
-                "uid": involved.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+                "uid": involved.ptr("/metadata/uid").cloned().unwrap_or(Value::Null),
             },
             "type": type_, "reason": reason, "message": message,
             "source": {"component": component},

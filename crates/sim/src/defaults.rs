@@ -2,6 +2,7 @@
 //! admission plugins (DefaultTolerationSeconds) do them. Only the rules clients can observe are
 //! modelled; each is named after the real one.
 
+use crate::json::Ptr;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -38,7 +39,7 @@ pub fn is_dns_label(s: &str) -> bool {
 /// Object validation that clients can observe (422 Invalid).
 pub fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
     let name = obj
-        .pointer("/metadata/name")
+        .ptr("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
     let mut causes: Vec<(String, String)> = Vec::new();
@@ -66,7 +67,7 @@ pub fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
             format!("Invalid value: {name:?}: {what}"),
         ));
     }
-    if let Some(labels) = obj.pointer("/metadata/labels")
+    if let Some(labels) = obj.ptr("/metadata/labels")
         && !labels.is_null()
     {
         match labels.as_object() {
@@ -87,7 +88,7 @@ pub fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
         }
     }
     if is(info, "", "pods") {
-        let containers = obj.pointer("/spec/containers").and_then(Value::as_array);
+        let containers = obj.ptr("/spec/containers").and_then(Value::as_array);
         if containers.is_none_or(|c| c.is_empty()) {
             causes.push(("spec.containers".into(), "Required value".into()));
         }
@@ -113,7 +114,7 @@ pub fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
         }
     }
     if matches!(info.group.as_str(), "apps")
-        && let Some(r) = obj.pointer("/spec/replicas")
+        && let Some(r) = obj.ptr("/spec/replicas")
         && !r.is_null()
         && r.as_i64().is_none_or(|r| r < 0)
     {
@@ -123,11 +124,9 @@ pub fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
         ));
     }
     if is(info, "policy", "poddisruptionbudgets")
+        && obj.ptr("/spec/minAvailable").is_some_and(|v| !v.is_null())
         && obj
-            .pointer("/spec/minAvailable")
-            .is_some_and(|v| !v.is_null())
-        && obj
-            .pointer("/spec/maxUnavailable")
+            .ptr("/spec/maxUnavailable")
             .is_some_and(|v| !v.is_null())
     {
         causes.push((
@@ -145,16 +144,16 @@ pub fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
 /// Update rules beyond [`validate`]: fields the real server keeps immutable.
 pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Result<(), ApiError> {
     let name = new
-        .pointer("/metadata/name")
+        .ptr("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
     if is(info, "", "pods") {
         let old_node = old
-            .pointer("/spec/nodeName")
+            .ptr("/spec/nodeName")
             .and_then(Value::as_str)
             .unwrap_or("");
         let new_node = new
-            .pointer("/spec/nodeName")
+            .ptr("/spec/nodeName")
             .and_then(Value::as_str)
             .unwrap_or("");
         if !old_node.is_empty() && old_node != new_node {
@@ -168,7 +167,7 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Result<
     }
     if info.group == "apps"
         && !is(info, "apps", "daemonsets")
-        && old.pointer("/spec/selector") != new.pointer("/spec/selector")
+        && old.ptr("/spec/selector") != new.ptr("/spec/selector")
     {
         return Err(ApiError::invalid(
             &info.kind,
@@ -184,7 +183,7 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Result<
 }
 
 fn set_default(obj: &mut Value, ptr: &str, v: Value) {
-    if obj.pointer(ptr).is_none_or(Value::is_null) {
+    if obj.ptr(ptr).is_none_or(Value::is_null) {
         let mut cur = &mut *obj;
         let parts: Vec<&str> = ptr.trim_start_matches('/').split('/').collect();
         for (i, p) in parts.iter().enumerate() {
@@ -255,8 +254,8 @@ fn qos_class(spec: &Value) -> &'static str {
     let mut any = false;
     let mut guaranteed = !containers.is_empty();
     for c in &containers {
-        let req = c.pointer("/resources/requests").and_then(Value::as_object);
-        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
+        let req = c.ptr("/resources/requests").and_then(Value::as_object);
+        let lim = c.ptr("/resources/limits").and_then(Value::as_object);
         any |= req.is_some_and(|r| !r.is_empty()) || lim.is_some_and(|l| !l.is_empty());
         let full = |m: Option<&serde_json::Map<String, Value>>| {
             m.is_some_and(|m| m.contains_key("cpu") && m.contains_key("memory"))
@@ -329,7 +328,7 @@ pub fn prepare_for_create(server: &ApiServer, info: &ResourceInfo, obj: &mut Val
             set_default(obj, "/spec/finalizers", json!(["kubernetes"]));
             obj["status"] = json!({"phase": "Active"});
             let name = obj
-                .pointer("/metadata/name")
+                .ptr("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
@@ -342,10 +341,10 @@ pub fn prepare_for_create(server: &ApiServer, info: &ResourceInfo, obj: &mut Val
         ("", "services") => {
             set_default(obj, "/spec/type", json!("ClusterIP"));
             set_default(obj, "/spec/sessionAffinity", json!("None"));
-            let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+            let headless = obj.ptr("/spec/clusterIP").and_then(Value::as_str) == Some("None");
             if !headless
                 && obj
-                    .pointer("/spec/clusterIP")
+                    .ptr("/spec/clusterIP")
                     .and_then(Value::as_str)
                     .is_none_or(str::is_empty)
             {
@@ -480,15 +479,12 @@ pub fn normalize(info: &ResourceInfo, obj: &mut Value) {
 /// CRD validation beyond what the registry checks when registering.
 pub fn validate_crd(obj: &Value) -> Result<(), ApiError> {
     let name = obj
-        .pointer("/metadata/name")
+        .ptr("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let group = obj
-        .pointer("/spec/group")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let group = obj.ptr("/spec/group").and_then(Value::as_str).unwrap_or("");
     let plural = obj
-        .pointer("/spec/names/plural")
+        .ptr("/spec/names/plural")
         .and_then(Value::as_str)
         .unwrap_or("");
     let mut causes = Vec::new();
@@ -503,7 +499,7 @@ pub fn validate_crd(obj: &Value) -> Result<(), ApiError> {
             format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
         ));
     }
-    let versions = obj.pointer("/spec/versions").and_then(Value::as_array);
+    let versions = obj.ptr("/spec/versions").and_then(Value::as_array);
     let storage = versions.map(|v| {
         v.iter()
             .filter(|x| x.get("storage").and_then(Value::as_bool) == Some(true))
@@ -516,7 +512,7 @@ pub fn validate_crd(obj: &Value) -> Result<(), ApiError> {
         ));
     }
     if !matches!(
-        obj.pointer("/spec/scope").and_then(Value::as_str),
+        obj.ptr("/spec/scope").and_then(Value::as_str),
         Some("Namespaced" | "Cluster")
     ) {
         causes.push((
@@ -538,9 +534,9 @@ pub fn validate_crd(obj: &Value) -> Result<(), ApiError> {
 
 /// The status the apiextensions controllers give an accepted CRD.
 pub fn crd_status(obj: &mut Value) {
-    let names = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
+    let names = obj.ptr("/spec/names").cloned().unwrap_or(json!({}));
     let versions: Vec<Value> = obj
-        .pointer("/spec/versions")
+        .ptr("/spec/versions")
         .and_then(Value::as_array)
         .map(|v| v.iter().filter_map(|x| x.get("name").cloned()).collect())
         .unwrap_or_default();

@@ -3,6 +3,7 @@
 //! 429 TooManyRequests, an allowed eviction is recorded in the budget's `disruptedPods` before the
 //! pod is deleted.
 
+use crate::json::Ptr;
 use std::collections::HashMap;
 
 use axum::response::Response;
@@ -22,7 +23,7 @@ const RETRIES: usize = 20;
 const VIOLATION: &str = "Cannot evict pod as it would violate the pod's disruption budget.";
 
 fn pod_ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
+    pod.ptr("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|cs| {
             cs.iter()
@@ -33,16 +34,16 @@ fn pod_ready(pod: &Value) -> bool {
 /// Pods in these states were already disrupted (or never ran): the budget does not apply.
 fn can_ignore_pdb(pod: &Value) -> bool {
     matches!(
-        pod.pointer("/status/phase").and_then(Value::as_str),
+        pod.ptr("/status/phase").and_then(Value::as_str),
         Some("Succeeded" | "Failed" | "Pending")
-    ) || pod.pointer("/metadata/deletionTimestamp").is_some()
+    ) || pod.ptr("/metadata/deletionTimestamp").is_some()
 }
 
 fn terminal_or_deleting(pod: &Value) -> bool {
     matches!(
-        pod.pointer("/status/phase").and_then(Value::as_str),
+        pod.ptr("/status/phase").and_then(Value::as_str),
         Some("Succeeded" | "Failed")
-    ) || pod.pointer("/metadata/deletionTimestamp").is_some()
+    ) || pod.ptr("/metadata/deletionTimestamp").is_some()
 }
 
 fn success() -> Response {
@@ -97,7 +98,7 @@ pub async fn evict(
     };
     let query_dry = DeleteOptions::parse(query, b"")?.dry_run;
     let body_dry = eviction
-        .pointer("/deleteOptions/dryRun")
+        .ptr("/deleteOptions/dryRun")
         .is_some_and(|d| d.as_array().is_some_and(|a| !a.is_empty()));
     if body_dry && query.contains_key("dryRun") && query_dry != opts.dry_run {
         return Err(ApiError::bad_request(
@@ -148,12 +149,12 @@ pub async fn evict(
         pdb_name = meta_str(&first, "name").unwrap_or("").to_string();
         let status = |f: &str| {
             first
-                .pointer(&format!("/status/{f}"))
+                .ptr(&format!("/status/{f}"))
                 .and_then(Value::as_i64)
                 .unwrap_or(0)
         };
         let always_allow = first
-            .pointer("/spec/unhealthyPodEvictionPolicy")
+            .ptr("/spec/unhealthyPodEvictionPolicy")
             .and_then(Value::as_str)
             == Some("AlwaysAllow");
         if !pod_ready(&pod.value)
@@ -201,12 +202,8 @@ async fn matching_pdbs(
         .iter()
         .filter(|p| {
             // An invalid selector matches nothing; so does an empty one.
-            match p
-                .value
-                .pointer("/spec/selector")
-                .map(LabelSelector::from_json)
-            {
-                Some(Ok(sel)) => !sel.is_empty() && sel.matches(pod.pointer("/metadata/labels")),
+            match p.value.ptr("/spec/selector").map(LabelSelector::from_json) {
+                Some(Ok(sel)) => !sel.is_empty() && sel.matches(pod.ptr("/metadata/labels")),
                 _ => false,
             }
         })
@@ -231,12 +228,12 @@ async fn check_and_decrement(
             .map_err(|e| ApiError::from_store(e, &pdb_info.qualified(), pdb_name))?;
         let pdb = &cur.value;
         let st = |f: &str| {
-            pdb.pointer(&format!("/status/{f}"))
+            pdb.ptr(&format!("/status/{f}"))
                 .and_then(Value::as_i64)
                 .unwrap_or(0)
         };
         let generation = pdb
-            .pointer("/metadata/generation")
+            .ptr("/metadata/generation")
             .and_then(Value::as_i64)
             .unwrap_or(0);
         if st("observedGeneration") < generation {
@@ -249,7 +246,7 @@ async fn check_and_decrement(
             )));
         }
         let disrupted = pdb
-            .pointer("/status/disruptedPods")
+            .ptr("/status/disruptedPods")
             .and_then(Value::as_object)
             .map(|m| m.len())
             .unwrap_or(0);
@@ -301,10 +298,7 @@ async fn check_and_decrement(
 
 /// The DisruptionAllowed=False condition the real helper sets when the budget reaches zero.
 fn set_condition(pdb: &mut Value, now: String) {
-    let generation = pdb
-        .pointer("/metadata/generation")
-        .cloned()
-        .unwrap_or(json!(0));
+    let generation = pdb.ptr("/metadata/generation").cloned().unwrap_or(json!(0));
     let cond = json!({"type": "DisruptionAllowed", "status": "False", "reason": "InsufficientPods",
         "message": "", "observedGeneration": generation, "lastTransitionTime": now});
     let mut conds: Vec<Value> = pdb["status"]["conditions"]

@@ -10,6 +10,7 @@
 //! - `NodeLeftCordoned`: reported by [`Invariants::final_check`]: a node that was schedulable at the
 //!   start is cordoned at the end.
 
+use crate::json::Ptr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +20,7 @@ use serde_json::Value;
 
 use crate::cluster::{Change, Cluster, ns_name};
 use crate::selector::LabelSelector;
-use crate::store::EventType;
+use crate::store::{EventType, StoredObject};
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -35,8 +36,8 @@ type Key = (String, String);
 
 #[derive(Default)]
 struct State {
-    pods: BTreeMap<Key, Value>,
-    pdbs: BTreeMap<Key, Value>,
+    pods: BTreeMap<Key, Arc<StoredObject>>,
+    pdbs: BTreeMap<Key, Arc<StoredObject>>,
     /// ReplicaSets and StatefulSets: key -> (desired, ready, below since).
     controllers: BTreeMap<Key, (String, i64, i64, Option<tokio::time::Instant>)>,
     violations: Vec<Violation>,
@@ -52,10 +53,10 @@ pub struct Invariants {
 }
 
 fn healthy(pod: &Value) -> bool {
-    pod.pointer("/metadata/deletionTimestamp").is_none()
-        && pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
+    pod.ptr("/metadata/deletionTimestamp").is_none()
+        && pod.ptr("/status/phase").and_then(Value::as_str) == Some("Running")
         && pod
-            .pointer("/status/conditions")
+            .ptr("/status/conditions")
             .and_then(Value::as_array)
             .is_some_and(|c| {
                 c.iter()
@@ -104,10 +105,7 @@ impl Invariants {
             let set = nodes
                 .iter()
                 .filter(|n| {
-                    n.value
-                        .pointer("/spec/unschedulable")
-                        .and_then(Value::as_bool)
-                        != Some(true)
+                    n.value.ptr("/spec/unschedulable").and_then(Value::as_bool) != Some(true)
                 })
                 .map(|n| ns_name(&n.value).1.to_string())
                 .collect();
@@ -124,10 +122,7 @@ impl Invariants {
             for n in nodes {
                 let name = ns_name(&n.value).1.to_string();
                 if start.contains(&name)
-                    && n.value
-                        .pointer("/spec/unschedulable")
-                        .and_then(Value::as_bool)
-                        == Some(true)
+                    && n.value.ptr("/spec/unschedulable").and_then(Value::as_bool) == Some(true)
                 {
                     st.violations.push(Violation {
                         kind: "NodeLeftCordoned".into(),
@@ -145,15 +140,16 @@ impl Invariants {
 
     fn check_pdbs(&self, st: &mut State, pod: &Value, at: f64, how: &str) {
         let (ns, name) = ns_name(pod);
-        let labels = pod.pointer("/metadata/labels");
-        let pdbs: Vec<(Key, Value)> = st
+        let labels = pod.ptr("/metadata/labels");
+        let pdbs: Vec<(Key, Arc<StoredObject>)> = st
             .pdbs
             .range((ns.to_string(), String::new())..)
             .take_while(|(k, _)| k.0 == ns)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (key, pdb) in pdbs {
-            let Some(Ok(sel)) = pdb.pointer("/spec/selector").map(LabelSelector::from_json) else {
+            let pdb = &pdb.value;
+            let Some(Ok(sel)) = pdb.ptr("/spec/selector").map(LabelSelector::from_json) else {
                 continue;
             };
             if sel.is_empty() || !sel.matches(labels) {
@@ -163,14 +159,14 @@ impl Invariants {
                 .pods
                 .range((ns.to_string(), String::new())..)
                 .take_while(|(k, _)| k.0 == ns)
-                .map(|(_, p)| p)
-                .filter(|p| sel.matches(p.pointer("/metadata/labels")))
+                .map(|(_, p)| &p.value)
+                .filter(|p| sel.matches(p.ptr("/metadata/labels")))
                 .collect();
             let expected = members.len() as i64;
             let healthy_now = members.iter().filter(|p| healthy(p)).count() as i64;
-            let desired = if let Some(m) = pdb.pointer("/spec/minAvailable") {
+            let desired = if let Some(m) = pdb.ptr("/spec/minAvailable") {
                 int_or_percent(m, expected, true).unwrap_or(0)
-            } else if let Some(m) = pdb.pointer("/spec/maxUnavailable") {
+            } else if let Some(m) = pdb.ptr("/spec/maxUnavailable") {
                 expected - int_or_percent(m, expected, false).unwrap_or(0)
             } else {
                 0
@@ -229,76 +225,76 @@ impl Invariants {
     fn apply(&self, tag: u8, change: Change) {
         let at = self.now_seconds();
         let mut st = self.lock();
-        let upsert = |st: &mut State, v: &Value, deleted: bool, previous: Option<&Value>| {
-            let (ns, name) = ns_name(v);
-            let key = (ns.to_string(), name.to_string());
-            match tag {
-                0 => {
-                    let was_terminating = previous
-                        .is_some_and(|p| p.pointer("/metadata/deletionTimestamp").is_some());
-                    let now_terminating = v.pointer("/metadata/deletionTimestamp").is_some();
-                    // Only a healthy pod's termination can take a budget below its minimum.
-                    let was_healthy = previous.is_some_and(healthy);
-                    if deleted {
-                        st.pods.remove(&key);
-                        if !was_terminating && was_healthy {
-                            self.check_pdbs(st, v, at, "deleted");
-                        }
-                    } else {
-                        st.pods.insert(key, v.clone());
-                        if now_terminating && !was_terminating && was_healthy {
-                            self.check_pdbs(st, v, at, "evicted or deleted");
-                        }
-                    }
-                }
-                1 => {
-                    if deleted {
-                        st.pdbs.remove(&key);
-                    } else {
-                        st.pdbs.insert(key, v.clone());
-                    }
-                }
-                _ => {
-                    if deleted {
-                        st.controllers.remove(&key);
-                    } else {
-                        let kind = if tag == 2 {
-                            "replicaset"
+        let upsert =
+            |st: &mut State, o: &Arc<StoredObject>, deleted: bool, previous: Option<&Value>| {
+                let v = &o.value;
+                let (ns, name) = ns_name(v);
+                let key = (ns.to_string(), name.to_string());
+                match tag {
+                    0 => {
+                        let was_terminating = previous
+                            .is_some_and(|p| p.ptr("/metadata/deletionTimestamp").is_some());
+                        let now_terminating = v.ptr("/metadata/deletionTimestamp").is_some();
+                        // Only a healthy pod's termination can take a budget below its minimum.
+                        let was_healthy = previous.is_some_and(healthy);
+                        if deleted {
+                            st.pods.remove(&key);
+                            if !was_terminating && was_healthy {
+                                self.check_pdbs(st, v, at, "deleted");
+                            }
                         } else {
-                            "statefulset"
-                        };
-                        let desired = v
-                            .pointer("/spec/replicas")
-                            .and_then(Value::as_i64)
-                            .unwrap_or(1);
-                        let ready = v
-                            .pointer("/status/readyReplicas")
-                            .and_then(Value::as_i64)
-                            .unwrap_or(0);
-                        let since = st.controllers.get(&key).and_then(|c| c.3);
-                        let below = if ready < desired {
-                            since.or(Some(tokio::time::Instant::now()))
-                        } else {
-                            None
-                        };
-                        if below.is_none() {
-                            st.reported_controllers.remove(&key);
+                            st.pods.insert(key, o.clone());
+                            if now_terminating && !was_terminating && was_healthy {
+                                self.check_pdbs(st, v, at, "evicted or deleted");
+                            }
                         }
-                        st.controllers
-                            .insert(key, (kind.to_string(), desired, ready, below));
+                    }
+                    1 => {
+                        if deleted {
+                            st.pdbs.remove(&key);
+                        } else {
+                            st.pdbs.insert(key, o.clone());
+                        }
+                    }
+                    _ => {
+                        if deleted {
+                            st.controllers.remove(&key);
+                        } else {
+                            let kind = if tag == 2 {
+                                "replicaset"
+                            } else {
+                                "statefulset"
+                            };
+                            let desired =
+                                v.ptr("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+                            let ready = v
+                                .ptr("/status/readyReplicas")
+                                .and_then(Value::as_i64)
+                                .unwrap_or(0);
+                            let since = st.controllers.get(&key).and_then(|c| c.3);
+                            let below = if ready < desired {
+                                since.or(Some(tokio::time::Instant::now()))
+                            } else {
+                                None
+                            };
+                            if below.is_none() {
+                                st.reported_controllers.remove(&key);
+                            }
+                            st.controllers
+                                .insert(key, (kind.to_string(), desired, ready, below));
+                        }
                     }
                 }
-            }
-        };
+            };
         match change {
             Change::Sync(items) => {
                 for o in items {
-                    upsert(&mut st, &o.value, false, None);
+                    upsert(&mut st, &o, false, None);
                 }
             }
             Change::Event(e) => {
                 let prev = e.previous.as_ref().map(|p| &p.value);
-                upsert(&mut st, &e.object.value, e.kind == EventType::Deleted, prev);
+                upsert(&mut st, &e.object, e.kind == EventType::Deleted, prev);
             }
         }
     }

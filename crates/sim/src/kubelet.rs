@@ -30,6 +30,7 @@
 //! [`spawn_termination_confirmer`] is the older stand-in for API-only use (no machines): it only
 //! confirms graceful deletions.
 
+use crate::json::Ptr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -116,11 +117,8 @@ pub fn spawn_termination_confirmer_except(
                             &mut scheduled,
                         ),
                         EventType::Deleted => {
-                            if let Some(uid) = ev
-                                .object
-                                .value
-                                .pointer("/metadata/uid")
-                                .and_then(Value::as_str)
+                            if let Some(uid) =
+                                ev.object.value.ptr("/metadata/uid").and_then(Value::as_str)
                             {
                                 scheduled.remove(uid);
                             }
@@ -142,14 +140,14 @@ fn schedule(
     scheduled: &mut std::collections::HashMap<String, i64>,
 ) {
     if pod
-        .pointer("/spec/nodeName")
+        .ptr("/spec/nodeName")
         .and_then(Value::as_str)
         .is_some_and(|n| managed(n))
     {
         return;
     }
     let Some(grace) = pod
-        .pointer("/metadata/deletionGracePeriodSeconds")
+        .ptr("/metadata/deletionGracePeriodSeconds")
         .and_then(Value::as_i64)
         .filter(|g| *g > 0)
     else {
@@ -158,17 +156,17 @@ fn schedule(
     let full = Duration::from_secs(grace as u64);
     let wait = policy.exit_after.map_or(full, |e| e.min(full));
     let ns = pod
-        .pointer("/metadata/namespace")
+        .ptr("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
     let name = pod
-        .pointer("/metadata/name")
+        .ptr("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
     let uid = pod
-        .pointer("/metadata/uid")
+        .ptr("/metadata/uid")
         .and_then(Value::as_str)
         .map(str::to_string);
     if let Some(u) = &uid {
@@ -409,7 +407,7 @@ struct PodRec {
 }
 
 fn ann<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.pointer("/metadata/annotations")
+    v.ptr("/metadata/annotations")
         .and_then(|a| a.get(key))
         .and_then(Value::as_str)
 }
@@ -422,33 +420,24 @@ fn ann_secs(v: &Value, key: &str) -> Option<Duration> {
 }
 
 fn str_at(v: &Value, ptr: &str) -> Option<String> {
-    v.pointer(ptr).and_then(Value::as_str).map(str::to_string)
-}
-
-fn rv_of(v: &Value) -> u64 {
-    v.pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
+    v.ptr(ptr).and_then(Value::as_str).map(str::to_string)
 }
 
 fn seen_of(v: &Value) -> Seen {
     let ready = v
-        .pointer("/status/conditions")
+        .ptr("/status/conditions")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .any(|c| c["type"] == "Ready" && c["status"] == "True");
-    let statuses = v
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array);
+    let statuses = v.ptr("/status/containerStatuses").and_then(Value::as_array);
     Seen {
-        phase: Phase::parse(v.pointer("/status/phase").and_then(Value::as_str)),
+        phase: Phase::parse(v.ptr("/status/phase").and_then(Value::as_str)),
         ready,
         ip: str_at(v, "/status/podIP").filter(|s| !s.is_empty()),
         started_at: statuses
             .and_then(|s| s.first())
-            .and_then(|c| c.pointer("/state/running/startedAt"))
+            .and_then(|c| c.ptr("/state/running/startedAt"))
             .and_then(Value::as_str)
             .map(str::to_string),
         restarts: statuses
@@ -462,7 +451,7 @@ fn seen_of(v: &Value) -> Seen {
 }
 
 fn foreign_conditions(v: &Value) -> Vec<Value> {
-    v.pointer("/status/conditions")
+    v.ptr("/status/conditions")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -476,9 +465,9 @@ fn foreign_conditions(v: &Value) -> Vec<Value> {
 }
 
 fn deletion_of(v: &Value) -> Option<i64> {
-    v.pointer("/metadata/deletionTimestamp")?;
+    v.ptr("/metadata/deletionTimestamp")?;
     Some(
-        v.pointer("/metadata/deletionGracePeriodSeconds")
+        v.ptr("/metadata/deletionGracePeriodSeconds")
             .and_then(Value::as_i64)
             .unwrap_or(0)
             .max(0),
@@ -488,7 +477,7 @@ fn deletion_of(v: &Value) -> Option<i64> {
 impl PodRec {
     fn from_api(v: &Value, node: &str, cfg: &KubeletConfig, now: i64) -> PodRec {
         let containers = v
-            .pointer("/spec/containers")
+            .ptr("/spec/containers")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -505,7 +494,7 @@ impl PodRec {
                 )
             })
             .collect();
-        let restart = match v.pointer("/spec/restartPolicy").and_then(Value::as_str) {
+        let restart = match v.ptr("/spec/restartPolicy").and_then(Value::as_str) {
             Some("Never") => Restart::Never,
             Some("OnFailure") => Restart::OnFailure,
             _ => Restart::Always,
@@ -517,7 +506,7 @@ impl PodRec {
             _ => (Stage::Idle, Phase::Pending),
         };
         let scheduled_time = v
-            .pointer("/status/conditions")
+            .ptr("/status/conditions")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -529,7 +518,7 @@ impl PodRec {
             uid: str_at(v, "/metadata/uid").unwrap_or_default(),
             node: node.to_string(),
             containers,
-            host_network: v.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true),
+            host_network: v.ptr("/spec/hostNetwork").and_then(Value::as_bool) == Some(true),
             restart,
             mirror: ann(v, MIRROR_ANNOTATION).is_some(),
             startup: ann_secs(v, STARTUP_ANNOTATION).unwrap_or(cfg.startup),
@@ -1096,10 +1085,10 @@ impl Fleet {
         }
         node.booted = true;
         node.exists = true;
-        node.uid = str_at(&v, "/metadata/uid").unwrap_or_default();
+        node.uid = str_at(&v.value, "/metadata/uid").unwrap_or_default();
         node.lease_owned = false;
         node.last_report = now;
-        let cidr = str_at(&v, "/spec/podCIDR")
+        let cidr = str_at(&v.value, "/spec/podCIDR")
             .and_then(|c| parse_cidr(&c))
             .or_else(|| parse_cidr(&node.m.spec.pod_cidr));
         if let Some(c) = cidr
@@ -1131,16 +1120,13 @@ impl Fleet {
 
     /// Registration against an existing Node: its status (new nodeInfo, bootID, conditions)
     /// and the kubelet's default labels.
-    async fn update_registration(&mut self, name: &str) -> Option<Value> {
+    async fn update_registration(&mut self, name: &str) -> Option<Arc<StoredObject>> {
         let nodes = self.c.res.nodes.clone();
         let cur = self.c.get(&nodes, "", name).await.ok()?;
         let node = self.nodes.get(name)?;
-        let status = self.node_status(node, cur.value.pointer("/status/conditions"));
+        let status = self.node_status(node, cur.value.ptr("/status/conditions"));
         let want = Self::default_labels(&node.m);
-        let labels = cur
-            .value
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object);
+        let labels = cur.value.ptr("/metadata/labels").and_then(Value::as_object);
         let stale: Map<String, Value> = want
             .into_iter()
             .filter(|(k, v)| labels.and_then(|l| l.get(k)) != Some(v))
@@ -1248,7 +1234,7 @@ impl Fleet {
         if !node.active() {
             return;
         }
-        let existing = cur.value.pointer("/status/conditions");
+        let existing = cur.value.ptr("/status/conditions");
         let changed = Self::conditions_changed(existing, node.not_ready);
         let due = node.last_report + self.cfg.status_report_frequency <= Instant::now();
         if !(changed || due || force) {
@@ -1374,8 +1360,8 @@ impl Fleet {
                     let v = &cur.value;
                     let current = ann(v, MIRROR_ANNOTATION).is_some()
                         && str_at(v, "/spec/containers/0/image") == image
-                        && v.pointer("/spec/nodeName").and_then(Value::as_str) == Some(name)
-                        && v.pointer("/metadata/deletionTimestamp").is_none();
+                        && v.ptr("/spec/nodeName").and_then(Value::as_str) == Some(name)
+                        && v.ptr("/metadata/deletionTimestamp").is_none();
                     if current {
                         continue;
                     }
@@ -1462,7 +1448,7 @@ impl Fleet {
     async fn pod_seen(&mut self, obj: &Arc<StoredObject>) {
         let v = &obj.value;
         let Some(node) = v
-            .pointer("/spec/nodeName")
+            .ptr("/spec/nodeName")
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
         else {
@@ -1470,10 +1456,7 @@ impl Fleet {
         };
         let (ns, name) = ns_name(v);
         let key = (ns.to_string(), name.to_string());
-        let uid = v
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let uid = v.ptr("/metadata/uid").and_then(Value::as_str).unwrap_or("");
         if self.pods.get(&key).is_some_and(|r| r.uid != uid) {
             self.pod_gone(&key, None);
         }
@@ -2095,7 +2078,7 @@ impl Fleet {
         {
             Ok(v) => {
                 if let Some(rec) = self.pods.get_mut(key) {
-                    rec.written_rev = rv_of(&v);
+                    rec.written_rev = v.revision;
                 }
             }
             Err(e) if e.code == 404 => {}

@@ -16,6 +16,7 @@ pub mod defaults;
 pub mod error;
 pub mod eviction;
 pub mod invariants;
+pub mod json;
 pub mod kubelet;
 pub mod machines;
 pub mod openapi;

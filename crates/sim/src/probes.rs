@@ -6,6 +6,7 @@
 //! round-robin over the ready addresses of that view. Every failure is recorded with its time and
 //! cause.
 
+use crate::json::Ptr;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -118,12 +119,12 @@ fn ready_backends(endpoints: &Value) -> Vec<Backend> {
             out.push(Backend {
                 ip: ip.to_string(),
                 namespace: a
-                    .pointer("/targetRef/namespace")
+                    .ptr("/targetRef/namespace")
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string(),
                 pod: a
-                    .pointer("/targetRef/name")
+                    .ptr("/targetRef/name")
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string(),

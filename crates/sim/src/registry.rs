@@ -1,5 +1,6 @@
 //! The resources the API server serves: the built-in ones and those of registered CRDs.
 
+use crate::json::Ptr;
 use std::sync::RwLock;
 
 use serde_json::{Value, json};
@@ -316,7 +317,7 @@ impl Registry {
                 continue;
             }
             let mut subresources = Vec::new();
-            if v.pointer("/subresources/status").is_some() {
+            if v.ptr("/subresources/status").is_some() {
                 subresources.push("status".to_string());
             }
             added.push(ResourceInfo {

@@ -1,6 +1,7 @@
 //! The verbs: get, list, watch, create, update, patch, delete, deletecollection, and the
 //! subresources status, scale, binding, finalize and eviction, with kube-apiserver's semantics.
 
+use crate::json::Ptr;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -45,6 +46,38 @@ fn dry_run(v: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
+/// What a write returns: the stored object (its serialized form is shared, not re-encoded), or,
+/// for a dry run, the object that would have been stored.
+#[derive(Debug)]
+pub enum Written {
+    Stored(Arc<StoredObject>),
+    DryRun(Value),
+}
+
+impl Written {
+    pub fn value(&self) -> &Value {
+        match self {
+            Written::Stored(s) => &s.value,
+            Written::DryRun(v) => v,
+        }
+    }
+
+    /// The stored object; a dry run's object gets revision 0.
+    pub fn into_stored(self) -> Arc<StoredObject> {
+        match self {
+            Written::Stored(s) => s,
+            Written::DryRun(v) => Arc::new(StoredObject::unstored(v)),
+        }
+    }
+
+    fn response(&self, code: StatusCode) -> Response {
+        match self {
+            Written::Stored(s) => json_response(code, s.json.clone()),
+            Written::DryRun(v) => value_response(code, v),
+        }
+    }
+}
+
 pub async fn dispatch(
     server: &Arc<ApiServer>,
     method: &Method,
@@ -80,7 +113,7 @@ pub async fn dispatch(
             let obj = decode_object(headers, &body)?;
             let opts = WriteOptions::from_query(query)?;
             let created = create(server, info, ns, obj, &opts).await?;
-            Ok(value_response(StatusCode::CREATED, &created))
+            Ok(created.response(StatusCode::CREATED))
         }
         (Method::POST, Some(name), Some("eviction")) => {
             let obj = decode_object(headers, &body)?;
@@ -94,7 +127,7 @@ pub async fn dispatch(
             let obj = decode_object(headers, &body)?;
             let opts = WriteOptions::from_query(query)?;
             let (code, v) = update(server, info, ns, name, sub, obj, &opts).await?;
-            Ok(value_response(code, &v))
+            Ok(v.response(code))
         }
         (Method::PUT, Some(name), Some("scale")) => {
             let obj = decode_object(headers, &body)?;
@@ -112,7 +145,7 @@ pub async fn dispatch(
                 ));
             }
             let (code, v) = patch_object(server, info, ns, name, sub, &patch, &opts).await?;
-            Ok(value_response(code, &v))
+            Ok(v.response(code))
         }
         (Method::PATCH, Some(name), Some("scale")) => {
             let patch = PatchBody::decode(headers, &body, info)?;
@@ -323,15 +356,22 @@ fn tracks_generation(info: &ResourceInfo) -> bool {
 }
 
 /// Everything but metadata and status: the part whose change bumps the generation.
-fn spec_part(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status"))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ),
-        other => other.clone(),
+fn spec_eq(a: &Value, b: &Value) -> bool {
+    equal_except(a, b, &["metadata", "status"])
+}
+
+/// Whether two objects are equal in every top-level field but `skip`, without copying them.
+fn equal_except(a: &Value, b: &Value, skip: &[&str]) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let kept =
+                |m: &Map<String, Value>| m.keys().filter(|k| !skip.contains(&k.as_str())).count();
+            kept(x) == kept(y)
+                && x.iter()
+                    .filter(|(k, _)| !skip.contains(&k.as_str()))
+                    .all(|(k, v)| y.get(k) == Some(v))
+        }
+        _ => a == b,
     }
 }
 
@@ -494,7 +534,7 @@ impl Selectors {
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches(obj.pointer("/metadata/labels")) && self.fields.matches(obj)
+        self.labels.matches(obj.ptr("/metadata/labels")) && self.fields.matches(obj)
     }
 }
 
@@ -924,7 +964,7 @@ pub async fn create(
     ns: Option<&str>,
     mut obj: Value,
     opts: &WriteOptions,
-) -> Result<Value, ApiError> {
+) -> Result<Written, ApiError> {
     check_type(info, &mut obj)?;
     check_namespace(info, ns, &mut obj)?;
     let mut name = meta_str(&obj, "name").unwrap_or("").to_string();
@@ -1003,7 +1043,7 @@ pub async fn create(
         crate::defaults::crd_status(&mut obj);
     }
     if opts.dry_run {
-        return Ok(obj);
+        return Ok(Written::DryRun(obj));
     }
     let stored = server
         .store
@@ -1020,7 +1060,7 @@ pub async fn create(
             )
         })?;
     }
-    Ok(stored.value.clone())
+    Ok(Written::Stored(stored))
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -1029,22 +1069,44 @@ pub async fn create(
 /// Builds the object to store from the current one and the client's, per (sub)resource rules.
 fn prepare_update(info: &ResourceInfo, sub: Option<&str>, old: &Value, new: Value) -> Value {
     let mut out = match sub {
-        Some("status") => {
-            let mut o = old.clone();
-            o["status"] = new.get("status").cloned().unwrap_or(Value::Null);
-            if o["status"].is_null()
+        Some("status") if equal_except(old, &new, &["status"]) => {
+            // The common case (a status patch applied to a copy of the object): only the status
+            // differs, so the client's object is already the result.
+            let mut o = new;
+            if o.get("status").is_some_and(Value::is_null)
                 && let Some(m) = o.as_object_mut()
             {
-                m.remove("status");
+                m.shift_remove("status");
             }
             o
         }
+        Some("status") => {
+            let mut new = new;
+            let status = new
+                .as_object_mut()
+                .and_then(|m| m.remove("status"))
+                .filter(|s| !s.is_null());
+            let mut o = Map::new();
+            let mut status = status;
+            if let Some(m) = old.as_object() {
+                for (k, v) in m {
+                    if k == "status" {
+                        if let Some(s) = status.take() {
+                            o.insert(k.clone(), s);
+                        }
+                    } else {
+                        o.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            if let Some(s) = status {
+                o.insert("status".into(), s);
+            }
+            Value::Object(o)
+        }
         Some("finalize") => {
             let mut o = old.clone();
-            o["spec"]["finalizers"] = new
-                .pointer("/spec/finalizers")
-                .cloned()
-                .unwrap_or(json!([]));
+            o["spec"]["finalizers"] = new.ptr("/spec/finalizers").cloned().unwrap_or(json!([]));
             o
         }
         _ => {
@@ -1069,7 +1131,8 @@ fn prepare_update(info: &ResourceInfo, sub: Option<&str>, old: &Value, new: Valu
         }
     };
     // Immutable and server-owned metadata.
-    let old_meta = meta(old).cloned().unwrap_or_default();
+    let empty = Map::new();
+    let old_meta = meta(old).unwrap_or(&empty);
     let m = meta_mut(&mut out);
     for f in [
         "uid",
@@ -1091,7 +1154,7 @@ fn prepare_update(info: &ResourceInfo, sub: Option<&str>, old: &Value, new: Valu
     }
     m.remove("managedFields");
     crate::defaults::normalize(info, &mut out);
-    if tracks_generation(info) && spec_part(old) != spec_part(&out) {
+    if tracks_generation(info) && !spec_eq(old, &out) {
         let g = old_meta
             .get("generation")
             .and_then(Value::as_i64)
@@ -1118,7 +1181,7 @@ pub async fn update(
     sub: Option<&str>,
     mut obj: Value,
     opts: &WriteOptions,
-) -> Result<(StatusCode, Value), ApiError> {
+) -> Result<(StatusCode, Written), ApiError> {
     check_type(info, &mut obj)?;
     check_namespace(info, ns, &mut obj)?;
     match meta_str(&obj, "name") {
@@ -1156,10 +1219,10 @@ pub async fn update(
         crate::defaults::validate(info, &new)?;
         crate::defaults::validate_update(info, &cur.value, &new)?;
         if opts.dry_run {
-            return Ok((StatusCode::OK, new));
+            return Ok((StatusCode::OK, Written::DryRun(new)));
         }
         match write_back(server, info, &key, new, cur.revision).await {
-            Ok(v) => return Ok((StatusCode::OK, v)),
+            Ok(v) => return Ok((StatusCode::OK, Written::Stored(v))),
             Err(StoreError::Conflict { .. }) if wanted_rv.is_none() => continue,
             Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
         }
@@ -1174,7 +1237,7 @@ pub(crate) async fn write_back(
     key: &ObjectKey,
     new: Value,
     rev: u64,
-) -> Result<Value, StoreError> {
+) -> Result<Arc<StoredObject>, StoreError> {
     let done = meta(&new).is_some_and(|m| {
         m.contains_key("deletionTimestamp")
             && m.get("deletionGracePeriodSeconds")
@@ -1193,16 +1256,16 @@ pub(crate) async fn write_back(
             .delete(key, &Precondition::revision(stored.revision))
             .await?;
         after_delete(server, info, &gone.value).await;
-        return Ok(gone.value.clone());
+        return Ok(gone);
     }
-    Ok(stored.value.clone())
+    Ok(stored)
 }
 
 /// A namespace is held by its spec finalizers until the namespace controller releases it.
 fn holds_namespace(info: &ResourceInfo, v: &Value) -> bool {
     info.group.is_empty()
         && info.resource == "namespaces"
-        && v.pointer("/spec/finalizers")
+        && v.ptr("/spec/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty())
 }
@@ -1215,7 +1278,7 @@ pub async fn patch_object(
     sub: Option<&str>,
     patch: &PatchBody,
     opts: &WriteOptions,
-) -> Result<(StatusCode, Value), ApiError> {
+) -> Result<(StatusCode, Written), ApiError> {
     let key = key_for(info, ns, name);
     for _ in 0..CONFLICT_RETRIES {
         let cur = match server.store.get(&key).await {
@@ -1246,10 +1309,10 @@ pub async fn patch_object(
         crate::defaults::validate(info, &new)?;
         crate::defaults::validate_update(info, &cur.value, &new)?;
         if opts.dry_run {
-            return Ok((StatusCode::OK, new));
+            return Ok((StatusCode::OK, Written::DryRun(new)));
         }
         match write_back(server, info, &key, new, cur.revision).await {
-            Ok(v) => return Ok((StatusCode::OK, v)),
+            Ok(v) => return Ok((StatusCode::OK, Written::Stored(v))),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
         }
@@ -1262,7 +1325,7 @@ pub async fn patch_object(
 
 fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
     let selector = obj
-        .pointer("/spec/selector")
+        .ptr("/spec/selector")
         .and_then(|s| LabelSelector::from_json(s).ok())
         .map(|s| s.to_string())
         .unwrap_or_default();
@@ -1284,9 +1347,9 @@ fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": smeta,
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "spec": {"replicas": obj.ptr("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
         "status": {
-            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "replicas": obj.ptr("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
             "selector": selector,
         },
     })
@@ -1328,7 +1391,7 @@ async fn scale_write(
         {
             return Err(ApiError::stale(&info.qualified(), name));
         }
-        let replicas = match new_scale.pointer("/spec/replicas") {
+        let replicas = match new_scale.ptr("/spec/replicas") {
             Some(Value::Number(n))
                 if n.as_i64()
                     .is_some_and(|r| (0..=i32::MAX as i64).contains(&r)) =>
@@ -1355,7 +1418,7 @@ async fn scale_write(
             return Ok(value_response(StatusCode::OK, &scale_of(info, &new)));
         }
         match write_back(server, info, &key, new, cur.revision).await {
-            Ok(v) => return Ok(value_response(StatusCode::OK, &scale_of(info, &v))),
+            Ok(v) => return Ok(value_response(StatusCode::OK, &scale_of(info, &v.value))),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
         }
@@ -1376,7 +1439,7 @@ pub async fn bind(
 ) -> Result<Response, ApiError> {
     let opts = WriteOptions::from_query(query)?;
     let node = binding
-        .pointer("/target/name")
+        .ptr("/target/name")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| {
@@ -1405,7 +1468,7 @@ pub async fn bind(
         }
         if let Some(existing) = cur
             .value
-            .pointer("/spec/nodeName")
+            .ptr("/spec/nodeName")
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
         {
@@ -1653,11 +1716,11 @@ pub async fn delete(
 /// that never ran on a node or already finished (they have nothing to stop).
 fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
     let unbound = pod
-        .pointer("/spec/nodeName")
+        .ptr("/spec/nodeName")
         .and_then(Value::as_str)
         .is_none_or(str::is_empty);
     let terminal = matches!(
-        pod.pointer("/status/phase").and_then(Value::as_str),
+        pod.ptr("/status/phase").and_then(Value::as_str),
         Some("Succeeded" | "Failed")
     );
     if unbound || terminal {
@@ -1665,7 +1728,7 @@ fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
     }
     let g = requested
         .or_else(|| {
-            pod.pointer("/spec/terminationGracePeriodSeconds")
+            pod.ptr("/spec/terminationGracePeriodSeconds")
                 .and_then(Value::as_i64)
         })
         .unwrap_or(30);
@@ -1677,11 +1740,11 @@ fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
 async fn after_delete(server: &ApiServer, info: &ResourceInfo, gone: &Value) {
     if info.group == "apiextensions.k8s.io" && info.resource == "customresourcedefinitions" {
         let group = gone
-            .pointer("/spec/group")
+            .ptr("/spec/group")
             .and_then(Value::as_str)
             .unwrap_or("");
         let plural = gone
-            .pointer("/spec/names/plural")
+            .ptr("/spec/names/plural")
             .and_then(Value::as_str)
             .unwrap_or("");
         if let Some(key) = server.registry.unregister_crd(group, plural)

@@ -3,6 +3,7 @@
 //! For now a scenario is a YAML stream of Kubernetes manifests (several documents, a YAML list, or
 //! `kind: List` objects). An empty file is an empty cluster.
 
+use crate::json::Ptr;
 use serde_json::Value;
 
 use crate::server::ApiServer;
@@ -91,7 +92,7 @@ pub async fn load(server: &ApiServer, manifests: Vec<Value>) -> Result<usize, St
         let what = format!(
             "{} {}",
             obj.get("kind").and_then(Value::as_str).unwrap_or("?"),
-            obj.pointer("/metadata/name")
+            obj.ptr("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("?")
         );

@@ -25,6 +25,7 @@
 //! Not modelled: preemption (the message says no victims were found), host ports, volumes,
 //! preferred inter-pod affinity, extended resources, topology spread constraints.
 
+use crate::json::Ptr;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Bound;
@@ -2369,7 +2370,7 @@ impl Runner {
         let cur = p
             .obj
             .value
-            .pointer("/status/conditions")
+            .ptr("/status/conditions")
             .and_then(Value::as_array)
             .and_then(|cs| {
                 cs.iter()

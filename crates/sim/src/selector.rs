@@ -501,7 +501,7 @@ impl LabelSelector {
         Ok(LabelSelector { requirements: reqs })
     }
 
-    /// Matches a labels map (`obj.pointer("/metadata/labels")`); None or a non-object = no labels.
+    /// Matches a labels map (`/metadata/labels`); None or a non-object = no labels.
     /// Non-string label values (invalid in Kubernetes) count as absent.
     pub fn matches(&self, labels: Option<&Value>) -> bool {
         let map = labels.and_then(Value::as_object);

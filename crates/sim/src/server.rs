@@ -3,6 +3,7 @@
 //! Used in-process as a tower service (`kube::Client::new(router, "default")`, no sockets, works on
 //! a paused tokio clock) and on a loopback TCP port for real clients such as kubectl.
 
+use crate::json::Ptr;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -208,7 +209,7 @@ impl ApiServer {
         })?;
         let namespace = if info.namespaced {
             Some(
-                obj.pointer("/metadata/namespace")
+                obj.ptr("/metadata/namespace")
                     .and_then(Value::as_str)
                     .unwrap_or("default")
                     .to_string(),
@@ -228,11 +229,12 @@ impl ApiServer {
         match status {
             Some(status) if info.has_subresource("status") => {
                 let name = created
-                    .pointer("/metadata/name")
+                    .value()
+                    .ptr("/metadata/name")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                let mut with_status = created.clone();
+                let mut with_status = created.value().clone();
                 with_status["status"] = status;
                 crate::defaults::normalize(&info, &mut with_status);
                 let key = ObjectKey::new(&info.key(), namespace.as_deref().unwrap_or(""), &name);
@@ -243,7 +245,7 @@ impl ApiServer {
                     .map_err(|e| ApiError::from_store(e, &info.qualified(), &name))?;
                 Ok(stored.value.clone())
             }
-            _ => Ok(created),
+            _ => Ok(created.value().clone()),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! scheduler, controllers, traffic probes, invariant recorder), started from an expanded
 //! scenario, plus the `/sim/v1` control API next to the Kubernetes API.
 
+use crate::json::Ptr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -179,7 +180,7 @@ impl Simulation {
             return Some("nodes cannot be listed".into());
         };
         let ready = |v: &Value| {
-            v.pointer("/status/conditions")
+            v.ptr("/status/conditions")
                 .and_then(Value::as_array)
                 .is_some_and(|cs| {
                     cs.iter()
@@ -221,15 +222,15 @@ impl Simulation {
             for w in items {
                 let v = &w.value;
                 let generation = v
-                    .pointer("/metadata/generation")
+                    .ptr("/metadata/generation")
                     .and_then(Value::as_i64)
                     .unwrap_or(0);
                 let observed = v
-                    .pointer("/status/observedGeneration")
+                    .ptr("/status/observedGeneration")
                     .and_then(Value::as_i64)
                     .unwrap_or(0);
-                let want = v.pointer(want).and_then(Value::as_i64).unwrap_or(1);
-                let have = v.pointer(have).and_then(Value::as_i64).unwrap_or(0);
+                let want = v.ptr(want).and_then(Value::as_i64).unwrap_or(1);
+                let have = v.ptr(have).and_then(Value::as_i64).unwrap_or(0);
                 if observed < generation || have < want {
                     let (ns, name) = crate::cluster::ns_name(v);
                     return Some(format!("{} {ns}/{name}: {have}/{want} ready", r.kind));
@@ -240,7 +241,7 @@ impl Simulation {
             return Some("pods cannot be listed".into());
         };
         let busy = pods.iter().filter(|p| {
-            let phase = p.value.pointer("/status/phase").and_then(Value::as_str);
+            let phase = p.value.ptr("/status/phase").and_then(Value::as_str);
             phase != Some("Succeeded") && !(phase == Some("Running") && ready(&p.value))
         });
         let mut n = 0;

@@ -7,6 +7,7 @@
 //! `metadata.resourceVersion`; every other piece of API semantics (uid, generation, defaults,
 //! graceful deletion) lives in the API layer, exactly as in kube-apiserver.
 
+use crate::json::Ptr;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -83,9 +84,19 @@ impl StoredObject {
         }
     }
 
+    /// An object that was never stored (a dry run's result): revision 0, no resourceVersion set.
+    pub fn unstored(value: Value) -> Self {
+        let json = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        StoredObject {
+            value,
+            json,
+            revision: 0,
+        }
+    }
+
     pub fn namespace(&self) -> &str {
         self.value
-            .pointer("/metadata/namespace")
+            .ptr("/metadata/namespace")
             .and_then(Value::as_str)
             .unwrap_or("")
     }
@@ -313,7 +324,7 @@ impl MemoryStore {
         if let Some(uid) = &pre.uid {
             let cur = current
                 .value
-                .pointer("/metadata/uid")
+                .ptr("/metadata/uid")
                 .and_then(Value::as_str)
                 .unwrap_or("");
             if cur != uid {
@@ -584,7 +595,7 @@ impl Store for MemoryStore {
 }
 
 fn name_of(v: &Value) -> &str {
-    v.pointer("/metadata/name")
+    v.ptr("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("")
 }

@@ -88,6 +88,8 @@ async fn deployment(c: &Cluster, ns: &str, name: &str, app: &str, replicas: i64)
     )
     .await
     .unwrap()
+    .value
+    .clone()
 }
 
 async fn replicaset(
@@ -110,6 +112,8 @@ async fn replicaset(
     )
     .await
     .unwrap()
+    .value
+    .clone()
 }
 
 /// A pod bound to `node`, with a named container port `http` (8080).
@@ -139,6 +143,8 @@ async fn pod(
     )
     .await
     .unwrap()
+    .value
+    .clone()
 }
 
 /// Sets a pod's phase, readiness and IP as its kubelet would.
@@ -676,7 +682,7 @@ async fn endpoints_follow_readiness_and_termination() {
     let still = get(&c, &c.res.endpoints, NS, "manual").await.unwrap();
     assert_eq!(
         still["metadata"]["resourceVersion"],
-        created["metadata"]["resourceVersion"]
+        created.value["metadata"]["resourceVersion"]
     );
 
     // The Service goes: so does its Endpoints object.
@@ -869,8 +875,8 @@ async fn garbage_collector_background_foreground_orphan() {
     let a = c.create(&cms, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner-a", "namespace": NS}})).await.unwrap();
     let b = c.create(&cms, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner-b", "namespace": NS}})).await.unwrap();
     let refs = json!([
-        {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner-a", "uid": a["metadata"]["uid"]},
-        {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner-b", "uid": b["metadata"]["uid"]}]);
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner-a", "uid": a.value["metadata"]["uid"]},
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner-b", "uid": b.value["metadata"]["uid"]}]);
     let secrets = c.server.registry.lookup("", "v1", "secrets").unwrap();
     c.create(
         &secrets,

@@ -272,7 +272,7 @@ async fn replicaset_keeps_replicas_and_replaces_deleted_and_evicted_pods() {
         .create(&c.res.replicasets, rs_manifest("web", 3, 0))
         .await
         .unwrap();
-    let uid = s(&rs, "/metadata/uid").to_string();
+    let uid = s(&rs.value, "/metadata/uid").to_string();
     run_for(100).await;
     let ps = pods(&c).await;
     assert_eq!(ps.len(), 3);
@@ -451,7 +451,7 @@ async fn replicaset_adopts_orphans_and_releases_pods_that_stop_matching() {
     let ps = pods(&c).await;
     assert_eq!(ps.len(), 2, "one adopted, one created");
     let stray = ps.iter().find(|p| name(p) == "stray").unwrap();
-    assert_eq!(owner_uid(stray), s(&rs, "/metadata/uid"));
+    assert_eq!(owner_uid(stray), s(&rs.value, "/metadata/uid"));
 
     // Relabel it: released, and replaced.
     c.merge_patch(
@@ -1422,7 +1422,7 @@ async fn job_runs_pods_until_completions_succeed() {
     assert_eq!(label(&ps[0], "batch.kubernetes.io/job-name"), "once");
     assert_eq!(
         label(&ps[0], "batch.kubernetes.io/controller-uid"),
-        s(&j, "/metadata/uid")
+        s(&j.value, "/metadata/uid")
     );
     let jv = get(&c, &c.res.jobs, "once").await;
     assert_eq!(n(&jv, "/status/active"), 1);

@@ -6,6 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use theseus_sim::scenario::{GenerateOptions, generate};
 use theseus_sim::sim::Simulation;

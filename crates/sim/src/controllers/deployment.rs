@@ -9,6 +9,7 @@
 //! the ReplicaSet controller's. It reads pods only to know when a Recreate rollout may start the
 //! new ones.
 
+use crate::json::Ptr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -131,7 +132,7 @@ fn is_rolling(d: &Value) -> bool {
 /// `ResolveFenceposts`: (maxSurge rounded up, maxUnavailable rounded down), never both zero.
 fn fenceposts(d: &Value) -> (i64, i64) {
     let desired = replicas(d);
-    let ru = d.pointer("/spec/strategy/rollingUpdate");
+    let ru = d.ptr("/spec/strategy/rollingUpdate");
     let dflt = json!("25%");
     let surge_v = ru.and_then(|r| r.get("maxSurge")).unwrap_or(&dflt);
     let unavail_v = ru.and_then(|r| r.get("maxUnavailable")).unwrap_or(&dflt);
@@ -287,8 +288,7 @@ impl Reconciler for DController {
                                 self.selectors.insert(d.key.clone(), sel);
                             }
                             if d.old.as_ref().is_none_or(|o| {
-                                o.value.pointer("/spec/selector")
-                                    != n.value.pointer("/spec/selector")
+                                o.value.ptr("/spec/selector") != n.value.ptr("/spec/selector")
                             }) {
                                 self.adopt.insert(d.key.clone());
                             }
@@ -444,7 +444,7 @@ impl DController {
             return self.sync_deployment_status(key, &mut d, &sets, q).await;
         }
         self.check_paused_conditions(key, &mut d, q).await?;
-        if d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true) {
+        if d.ptr("/spec/paused").and_then(Value::as_bool) == Some(true) {
             return self.sync_scale(key, &mut d, list, q).await;
         }
         if self.is_scaling_event(&d, &list) {
@@ -470,7 +470,7 @@ impl DController {
             &self.cluster.res.replicasets,
             &mut fake,
         );
-        fake.pointer("/spec/template").cloned().unwrap_or_default()
+        fake.ptr("/spec/template").cloned().unwrap_or_default()
     }
 
     /// `EqualIgnoreHash` of a deployment template (already normalized) and a set's template.
@@ -488,9 +488,9 @@ impl DController {
 
     /// `FindNewReplicaSet`: the oldest set whose template is the deployment's.
     fn find_sets(&self, d: &Value, all: Vec<Value>) -> Sets {
-        let dt = self.normalized(d.pointer("/spec/template").unwrap_or(&Value::Null));
+        let dt = self.normalized(d.ptr("/spec/template").unwrap_or(&Value::Null));
         let new = all.iter().position(|rs| {
-            self.equal_ignore_hash(&dt, rs.pointer("/spec/template").unwrap_or(&Value::Null))
+            self.equal_ignore_hash(&dt, rs.ptr("/spec/template").unwrap_or(&Value::Null))
         });
         Sets { all, new }
     }
@@ -520,7 +520,7 @@ impl DController {
             if annotations_updated || min_ready_update {
                 let (ns, name) = ns_name(&copy);
                 let patch = json!({"metadata": {
-                        "annotations": copy.pointer("/metadata/annotations").cloned().unwrap_or_default(),
+                        "annotations": copy.ptr("/metadata/annotations").cloned().unwrap_or_default(),
                         "resourceVersion": str_at(&copy, "/metadata/resourceVersion")},
                     "spec": {"minReadySeconds": d_min}});
                 match self
@@ -529,8 +529,8 @@ impl DController {
                     .await
                 {
                     Ok(updated) => {
-                        q.expect(key, D_RS, rv_of(&updated));
-                        sets.all[i] = updated;
+                        q.expect(key, D_RS, rv_of(&updated.value));
+                        sets.all[i] = updated.value.clone();
                         return Ok(sets);
                     }
                     Err(e) => {
@@ -563,8 +563,8 @@ impl DController {
         // Create the new replica set.
         let (ns, dname) = ns_name(d);
         let (ns, dname) = (ns.to_string(), dname.to_string());
-        let template = d.pointer("/spec/template").cloned().unwrap_or_default();
-        let collision = d.pointer("/status/collisionCount").and_then(Value::as_i64);
+        let template = d.ptr("/spec/template").cloned().unwrap_or_default();
+        let collision = d.ptr("/status/collisionCount").and_then(Value::as_i64);
         let hash = template_hash(&template, collision);
         let mut new_template = template.clone();
         {
@@ -572,7 +572,7 @@ impl DController {
             let labels = super::workloads::entry(meta, "labels");
             *super::workloads::entry(labels, HASH_LABEL) = json!(hash);
         }
-        let mut selector = d.pointer("/spec/selector").cloned().unwrap_or_default();
+        let mut selector = d.ptr("/spec/selector").cloned().unwrap_or_default();
         {
             let ml = super::workloads::entry(&mut selector, "matchLabels");
             *super::workloads::entry(ml, HASH_LABEL) = json!(hash);
@@ -582,7 +582,7 @@ impl DController {
             "apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": rs_name, "namespace": ns,
                 "ownerReferences": [owner_ref(d, "apps/v1", "Deployment")],
-                "labels": new_template.pointer("/metadata/labels").cloned().unwrap_or_default()},
+                "labels": new_template.ptr("/metadata/labels").cloned().unwrap_or_default()},
             "spec": {"replicas": 0,
                 "minReadySeconds": i64_at(d, "/spec/minReadySeconds").unwrap_or(0),
                 "selector": selector, "template": new_template},
@@ -599,8 +599,8 @@ impl DController {
         let mut already_exists = false;
         let created = match self.cluster.create(&self.cluster.res.replicasets, rs).await {
             Ok(c) => {
-                q.expect(key, D_RS, rv_of(&c));
-                c
+                q.expect(key, D_RS, rv_of(&c.value));
+                c.value.clone()
             }
             Err(e) if e.reason == "AlreadyExists" => {
                 let existing = match self
@@ -619,7 +619,7 @@ impl DController {
                 if ours
                     && self.equal_ignore_hash(
                         &dt,
-                        existing.pointer("/spec/template").unwrap_or(&Value::Null),
+                        existing.ptr("/spec/template").unwrap_or(&Value::Null),
                     )
                 {
                     already_exists = true;
@@ -711,8 +711,8 @@ impl DController {
             .await
         {
             Ok(updated) => {
-                q.expect(key, D_FEED, rv_of(&updated));
-                *d = updated;
+                q.expect(key, D_FEED, rv_of(&updated.value));
+                *d = updated.value.clone();
                 Ok(())
             }
             Err(e) => {
@@ -781,8 +781,8 @@ impl DController {
             .await
         {
             Ok(updated) => {
-                q.expect(key, D_RS, rv_of(&updated));
-                *rs = updated;
+                q.expect(key, D_RS, rv_of(&updated.value));
+                *rs = updated.value.clone();
                 if size_needs {
                     let dir = if old_scale < new_scale { "up" } else { "down" };
                     let msg =
@@ -1018,7 +1018,7 @@ impl DController {
     ) -> Res<()> {
         let mut sets = self.sync_revision(key, d, list, false, q).await?;
         self.scale(key, d, &mut sets, q).await?;
-        let paused = d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
+        let paused = d.ptr("/spec/paused").and_then(Value::as_bool) == Some(true);
         if paused {
             self.cleanup(key, d, &sets, q).await;
         }
@@ -1172,10 +1172,10 @@ impl DController {
                 s.insert(k.into(), json!(n));
             }
         }
-        if let Some(c) = d.pointer("/status/collisionCount") {
+        if let Some(c) = d.ptr("/status/collisionCount") {
             s.insert("collisionCount".into(), c.clone());
         }
-        if let Some(c) = d.pointer("/status/conditions") {
+        if let Some(c) = d.ptr("/status/conditions") {
             s.insert("conditions".into(), c.clone());
         }
         let mut status = Value::Object(s);
@@ -1330,7 +1330,7 @@ impl DController {
         let paused_cond = cond
             .as_ref()
             .is_some_and(|c| str_at(c, "/reason") == "DeploymentPaused");
-        let paused = d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
+        let paused = d.ptr("/spec/paused").and_then(Value::as_bool) == Some(true);
         let now = self.cluster.server.clock.timestamp();
         if paused && !paused_cond {
             set_cond(
@@ -1414,7 +1414,7 @@ fn rs_fraction(rs: &Value, d: &Value) -> i64 {
 fn set_new_rs_annotations(d: &Value, rs: &mut Value, new_revision: i64, exists: bool) -> bool {
     let mut changed = false;
     let d_ann = d
-        .pointer("/metadata/annotations")
+        .ptr("/metadata/annotations")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();

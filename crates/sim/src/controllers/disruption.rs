@@ -705,13 +705,8 @@ impl State {
                 Ok(v) => {
                     // Keep the written state so that the next computation starts from it.
                     if let Some(p) = self.pdbs.get_mut(key) {
-                        let rev = crate::controllers::endpoints::rv_of(&v);
-                        if rev > p.obj.revision {
-                            p.obj = Arc::new(StoredObject {
-                                value: v,
-                                json: bytes::Bytes::new(),
-                                revision: rev,
-                            });
+                        if v.revision > p.obj.revision {
+                            p.obj = v;
                         }
                     }
                     return Ok(());

@@ -742,11 +742,7 @@ impl State {
             };
             match result {
                 Ok(v) => {
-                    self.remember(Arc::new(StoredObject {
-                        revision: rv_of(&v),
-                        value: v,
-                        json: bytes::Bytes::new(),
-                    }));
+                    self.remember(v);
                     return Ok(());
                 }
                 Err(e) if e.code == 409 || e.code == 404 => self.refresh(key).await?,

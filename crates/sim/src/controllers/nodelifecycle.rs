@@ -782,7 +782,7 @@ impl State {
             tracing::debug!(node = name, ?add, ?remove, "updating node taints");
             match c.update(&c.res.nodes, obj).await {
                 Ok(v) => {
-                    self.remember_node(v);
+                    self.remember_node(v.value.clone());
                     return Ok(());
                 }
                 Err(e) if e.code == 404 => return Ok(()),
@@ -1087,7 +1087,7 @@ impl State {
             match c.update_status(&c.res.nodes, obj).await {
                 Ok(written) => {
                     if let Some(h) = self.health.get_mut(name) {
-                        h.saved_ready = condition(&written, "Ready").map(|r| {
+                        h.saved_ready = condition(&written.value, "Ready").map(|r| {
                             (
                                 str_at(r, "/lastHeartbeatTime").to_string(),
                                 str_at(r, "/lastTransitionTime").to_string(),
@@ -1095,7 +1095,7 @@ impl State {
                         });
                         h.ready_transition = now;
                     }
-                    self.remember_node(written);
+                    self.remember_node(written.value.clone());
                     return Ok(Some((observed, Some(Rs::Unknown))));
                 }
                 Err(e) if e.code == 404 => {

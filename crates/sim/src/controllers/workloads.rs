@@ -8,6 +8,7 @@
 //! waits until the informer has delivered the revision of that write: the "expectations" of the
 //! real controllers, which keep one deficit from being filled twice by a stale cache.
 
+use crate::json::Ptr;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -460,11 +461,11 @@ impl Cache {
 // JSON helpers
 
 pub(crate) fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+    v.ptr(p).and_then(Value::as_str).unwrap_or("")
 }
 
 pub(crate) fn i64_at(v: &Value, p: &str) -> Option<i64> {
-    v.pointer(p).and_then(Value::as_i64)
+    v.ptr(p).and_then(Value::as_i64)
 }
 
 pub(crate) fn uid_of(v: &Value) -> &str {
@@ -477,23 +478,23 @@ pub(crate) fn rv_of(v: &Value) -> u64 {
 }
 
 pub(crate) fn labels_of(v: &Value) -> Option<&Value> {
-    v.pointer("/metadata/labels")
+    v.ptr("/metadata/labels")
 }
 
 pub(crate) fn label<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
-    v.pointer("/metadata/labels")
+    v.ptr("/metadata/labels")
         .and_then(|l| l.get(k))
         .and_then(Value::as_str)
 }
 
 pub(crate) fn annotation<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
-    v.pointer("/metadata/annotations")
+    v.ptr("/metadata/annotations")
         .and_then(|l| l.get(k))
         .and_then(Value::as_str)
 }
 
 pub(crate) fn is_terminating(v: &Value) -> bool {
-    v.pointer("/metadata/deletionTimestamp")
+    v.ptr("/metadata/deletionTimestamp")
         .is_some_and(|t| !t.is_null())
 }
 
@@ -516,7 +517,7 @@ pub(crate) fn until(cluster: &Cluster, t: DateTime<Utc>) -> Duration {
 
 /// The ownerReference that marks the controller of an object.
 pub(crate) fn controller_of(v: &Value) -> Option<&Value> {
-    v.pointer("/metadata/ownerReferences")
+    v.ptr("/metadata/ownerReferences")
         .and_then(Value::as_array)?
         .iter()
         .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
@@ -646,7 +647,7 @@ pub(crate) fn is_active(p: &Value) -> bool {
 }
 
 fn ready_condition(p: &Value) -> Option<&Value> {
-    p.pointer("/status/conditions")
+    p.ptr("/status/conditions")
         .and_then(Value::as_array)?
         .iter()
         .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
@@ -720,7 +721,7 @@ pub(crate) fn pod_from_template(
     };
     meta.insert("namespace".into(), json!(ns));
     let mut labels = template
-        .pointer("/metadata/labels")
+        .ptr("/metadata/labels")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
@@ -731,7 +732,7 @@ pub(crate) fn pod_from_template(
         meta.insert("labels".into(), Value::Object(labels));
     }
     for f in ["annotations", "finalizers"] {
-        if let Some(x) = template.pointer(&format!("/metadata/{f}")).filter(|x| {
+        if let Some(x) = template.ptr(&format!("/metadata/{f}")).filter(|x| {
             x.as_object().is_some_and(|o| !o.is_empty())
                 || x.as_array().is_some_and(|a| !a.is_empty())
         }) {
@@ -804,7 +805,7 @@ pub(crate) async fn write_status(
     let out = cluster
         .merge_patch(r, ns, name, Some("status"), json!({ "status": patch }))
         .await?;
-    Ok(Some(rv_of(&out)))
+    Ok(Some(rv_of(&out.value)))
 }
 
 /// Adds `owner` as the controller of `obj` (ControllerRefManager adoption), pinned to the cached
@@ -816,7 +817,7 @@ pub(crate) async fn adopt(
     owner: Value,
 ) -> Result<u64, ApiError> {
     let mut refs = obj
-        .pointer("/metadata/ownerReferences")
+        .ptr("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
@@ -825,7 +826,7 @@ pub(crate) async fn adopt(
     let patch = json!({"metadata": {"ownerReferences": refs,
         "resourceVersion": str_at(obj, "/metadata/resourceVersion")}});
     let out = cluster.merge_patch(r, ns, name, None, patch).await?;
-    Ok(rv_of(&out))
+    Ok(rv_of(&out.value))
 }
 
 /// Removes the ownerReference of `owner_uid` from `obj` (release of an object that no longer
@@ -837,7 +838,7 @@ pub(crate) async fn release(
     owner_uid: &str,
 ) -> Result<u64, ApiError> {
     let refs: Vec<Value> = obj
-        .pointer("/metadata/ownerReferences")
+        .ptr("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
@@ -855,7 +856,7 @@ pub(crate) async fn release(
     let patch = json!({"metadata": {"ownerReferences": refs,
         "resourceVersion": str_at(obj, "/metadata/resourceVersion")}});
     let out = cluster.merge_patch(r, ns, name, None, patch).await?;
-    Ok(rv_of(&out))
+    Ok(rv_of(&out.value))
 }
 
 /// Records an Event when enabled.
@@ -875,16 +876,16 @@ pub(crate) async fn record(
 
 /// A selector of a workload object (`spec.selector`); None when missing or invalid.
 pub(crate) fn selector_of(v: &Value) -> Option<LabelSelector> {
-    LabelSelector::from_json(v.pointer("/spec/selector").unwrap_or(&Value::Null)).ok()
+    LabelSelector::from_json(v.ptr("/spec/selector").unwrap_or(&Value::Null)).ok()
 }
 
 /// Whether only the status (or nothing a controller reads) changed between two versions.
 pub(crate) fn spec_changed(old: &Value, new: &Value) -> bool {
-    old.pointer("/metadata/generation") != new.pointer("/metadata/generation")
+    old.ptr("/metadata/generation") != new.ptr("/metadata/generation")
         || is_terminating(old) != is_terminating(new)
         || uid_of(old) != uid_of(new)
-        || old.pointer("/metadata/labels") != new.pointer("/metadata/labels")
-        || old.pointer("/metadata/annotations") != new.pointer("/metadata/annotations")
+        || old.ptr("/metadata/labels") != new.ptr("/metadata/labels")
+        || old.ptr("/metadata/annotations") != new.ptr("/metadata/annotations")
 }
 
 // ==============================================================================================
@@ -1079,7 +1080,7 @@ impl Reconciler for RsController {
         let diff = pods.len() as i64 - replicas;
         if !deleting && diff < 0 {
             let want = (-diff).min(self.cfg.burst_replicas as i64);
-            let template = v.pointer("/spec/template").cloned().unwrap_or_default();
+            let template = v.ptr("/spec/template").cloned().unwrap_or_default();
             let owner = owner_ref(v, "apps/v1", "ReplicaSet");
             let prefix = format!("{}-", key.1);
             for _ in 0..want {
@@ -1092,8 +1093,9 @@ impl Reconciler for RsController {
                 );
                 match cluster.create(&pods_res, pod).await {
                     Ok(created) => {
-                        q.expect(&key, RS_PODS, rv_of(&created));
-                        let msg = format!("Created pod: {}", str_at(&created, "/metadata/name"));
+                        q.expect(&key, RS_PODS, rv_of(&created.value));
+                        let msg =
+                            format!("Created pod: {}", str_at(&created.value, "/metadata/name"));
                         record(
                             &cluster,
                             self.cfg.events,
@@ -1156,7 +1158,7 @@ impl Reconciler for RsController {
         // Status, counting what is left after our deletions.
         let now = cluster.server.clock.now();
         let template_labels = v
-            .pointer("/spec/template/metadata/labels")
+            .ptr("/spec/template/metadata/labels")
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
@@ -1194,7 +1196,7 @@ impl Reconciler for RsController {
         if let Some(g) = i64_at(v, "/metadata/generation") {
             status.insert("observedGeneration".into(), json!(g));
         }
-        if let Some(c) = v.pointer("/status/conditions") {
+        if let Some(c) = v.ptr("/status/conditions") {
             status.insert("conditions".into(), c.clone());
         }
         match write_status(&cluster, &cluster.res.replicasets, v, Value::Object(status)).await {
@@ -1239,7 +1241,7 @@ fn deletion_order(pods: &[Arc<StoredObject>]) -> Vec<Arc<StoredObject>> {
             .unwrap_or(0)
     };
     let restarts = |p: &Value| {
-        p.pointer("/status/containerStatuses")
+        p.ptr("/status/containerStatuses")
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
@@ -1416,14 +1418,14 @@ impl Reconciler for StsController {
             "" => "RollingUpdate",
             s => s,
         };
-        let rolling = v.pointer("/spec/updateStrategy/rollingUpdate");
+        let rolling = v.ptr("/spec/updateStrategy/rollingUpdate");
         let partition = rolling
             .and_then(|r| r.get("partition"))
             .and_then(Value::as_i64)
             .unwrap_or(0)
             .max(0);
         let min_ready = i64_at(v, "/spec/minReadySeconds").unwrap_or(0).max(0);
-        let template = v.pointer("/spec/template").cloned().unwrap_or_default();
+        let template = v.ptr("/spec/template").cloned().unwrap_or_default();
         let collision = i64_at(v, "/status/collisionCount").unwrap_or(0);
         let update_rev = format!("{name}-{}", template_hash(&template, Some(collision)));
         self.revisions
@@ -1548,7 +1550,7 @@ impl Reconciler for StsController {
                     let pname = format!("{name}-{ord}");
                     match cluster.create(&pods_res, pod).await {
                         Ok(created) => {
-                            q.expect(&key, STS_PODS, rv_of(&created));
+                            q.expect(&key, STS_PODS, rv_of(&created.value));
                             let msg =
                                 format!("create Pod {pname} in StatefulSet {name} successful");
                             record(
@@ -1690,7 +1692,7 @@ impl Reconciler for StsController {
         status.insert("updateRevision".into(), json!(update_rev));
         status.insert("collisionCount".into(), json!(collision));
         status.insert("availableReplicas".into(), json!(available));
-        if let Some(c) = v.pointer("/status/conditions") {
+        if let Some(c) = v.ptr("/status/conditions") {
             status.insert("conditions".into(), c.clone());
         }
         match write_status(
@@ -1758,7 +1760,7 @@ fn sts_pod(set: &Value, template: &Value, ord: i64, revision: &str) -> Value {
         *entry(spec, "subdomain") = json!(service);
     }
     let claims = set
-        .pointer("/spec/volumeClaimTemplates")
+        .ptr("/spec/volumeClaimTemplates")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
@@ -1928,7 +1930,7 @@ pub(crate) fn target_node(pod: &Value) -> Option<&str> {
     if !n.is_empty() {
         return Some(n);
     }
-    pod.pointer(
+    pod.ptr(
         "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms",
     )
     .and_then(Value::as_array)?
@@ -1938,7 +1940,7 @@ pub(crate) fn target_node(pod: &Value) -> Option<&str> {
     .find(|f| {
         str_at(f, "/key") == "metadata.name" && str_at(f, "/operator") == "In"
     })
-    .and_then(|f| f.pointer("/values/0"))
+    .and_then(|f| f.ptr("/values/0"))
     .and_then(Value::as_str)
 }
 
@@ -2046,10 +2048,7 @@ struct DsSpec {
 
 impl DsSpec {
     fn parse(ds: &Value) -> Self {
-        let spec = ds
-            .pointer("/spec/template/spec")
-            .cloned()
-            .unwrap_or_default();
+        let spec = ds.ptr("/spec/template/spec").cloned().unwrap_or_default();
         DsSpec {
             node_name: str_at(&spec, "/nodeName").to_string(),
             node_selector: spec
@@ -2062,7 +2061,7 @@ impl DsSpec {
                 })
                 .unwrap_or_default(),
             terms: spec
-                .pointer(
+                .ptr(
                     "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms",
                 )
                 .and_then(Value::as_array)
@@ -2091,7 +2090,7 @@ impl DsSpec {
         let mut untolerated_schedule = false;
         let mut untolerated_execute = false;
         for t in node
-            .pointer("/spec/taints")
+            .ptr("/spec/taints")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -2115,8 +2114,8 @@ impl DsSpec {
 
 /// Whether a node change can change where DaemonSet pods belong.
 fn node_placement_changed(old: &Value, new: &Value) -> bool {
-    old.pointer("/metadata/labels") != new.pointer("/metadata/labels")
-        || old.pointer("/spec/taints") != new.pointer("/spec/taints")
+    old.ptr("/metadata/labels") != new.ptr("/metadata/labels")
+        || old.ptr("/spec/taints") != new.ptr("/spec/taints")
 }
 
 impl DsController {
@@ -2226,7 +2225,7 @@ impl Reconciler for DsController {
         let uid = uid_of(v).to_string();
         let deleting = is_terminating(v);
         let spec = DsSpec::parse(v);
-        let template = v.pointer("/spec/template").cloned().unwrap_or_default();
+        let template = v.ptr("/spec/template").cloned().unwrap_or_default();
         let collision = i64_at(v, "/status/collisionCount");
         let hash = template_hash(&template, collision);
         let min_ready = i64_at(v, "/spec/minReadySeconds").unwrap_or(0).max(0);
@@ -2360,8 +2359,8 @@ impl Reconciler for DsController {
             match cluster.create(&pods_res, pod).await {
                 Ok(created) => {
                     wrote = true;
-                    q.expect(&key, DS_PODS, rv_of(&created));
-                    let msg = format!("Created pod: {}", str_at(&created, "/metadata/name"));
+                    q.expect(&key, DS_PODS, rv_of(&created.value));
+                    let msg = format!("Created pod: {}", str_at(&created.value, "/metadata/name"));
                     record(
                         &cluster,
                         self.cfg.events,
@@ -2415,7 +2414,7 @@ impl Reconciler for DsController {
 
         // Rolling update, once the manage step has nothing left to do.
         if !wrote && matches!(str_at(v, "/spec/updateStrategy/type"), "" | "RollingUpdate") {
-            let ru = v.pointer("/spec/updateStrategy/rollingUpdate");
+            let ru = v.ptr("/spec/updateStrategy/rollingUpdate");
             let desired = st.totals.desired;
             let mut max_unavailable =
                 scaled_value(ru.and_then(|r| r.get("maxUnavailable")), desired, true, 1);
@@ -2491,10 +2490,10 @@ impl Reconciler for DsController {
                 status.insert(k.into(), json!(n));
             }
         }
-        if let Some(c) = v.pointer("/status/collisionCount") {
+        if let Some(c) = v.ptr("/status/collisionCount") {
             status.insert("collisionCount".into(), c.clone());
         }
-        if let Some(c) = v.pointer("/status/conditions") {
+        if let Some(c) = v.ptr("/status/conditions") {
             status.insert("conditions".into(), c.clone());
         }
         let next = st.avail_at.keys().next().copied();
@@ -2625,11 +2624,11 @@ fn set_job_condition(
 /// creation.
 fn finished_at(p: &Value) -> Option<DateTime<Utc>> {
     let from_containers = p
-        .pointer("/status/containerStatuses")
+        .ptr("/status/containerStatuses")
         .and_then(Value::as_array)
         .and_then(|a| {
             a.iter()
-                .filter_map(|c| c.pointer("/state/terminated/finishedAt"))
+                .filter_map(|c| c.ptr("/state/terminated/finishedAt"))
                 .filter_map(Value::as_str)
                 .filter_map(parse_time)
                 .max()
@@ -2683,7 +2682,7 @@ impl Reconciler for JobController {
         let now = cluster.server.clock.now();
         let now_s = crate::server::format_time(now);
         let mut conds: Vec<Value> = v
-            .pointer("/status/conditions")
+            .ptr("/status/conditions")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
@@ -2703,9 +2702,9 @@ impl Reconciler for JobController {
             .clamp(0, i64::from(i32::MAX));
         let completions = i64_at(v, "/spec/completions").map(|c| c.clamp(0, i64::from(i32::MAX)));
         let backoff_limit = i64_at(v, "/spec/backoffLimit").unwrap_or(6).max(0);
-        let suspend = v.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
+        let suspend = v.ptr("/spec/suspend").and_then(Value::as_bool) == Some(true);
         let start_time = v
-            .pointer("/status/startTime")
+            .ptr("/status/startTime")
             .and_then(Value::as_str)
             .map(str::to_string)
             .or_else(|| (!suspend).then(|| now_s.clone()));
@@ -2713,7 +2712,7 @@ impl Reconciler for JobController {
         let mut to_delete: Vec<Arc<StoredObject>> = Vec::new();
         let mut to_create = 0i64;
         let mut completion_time = v
-            .pointer("/status/completionTime")
+            .ptr("/status/completionTime")
             .and_then(Value::as_str)
             .map(str::to_string);
         let mut events: Vec<(&str, &str, String)> = Vec::new();
@@ -2882,7 +2881,7 @@ impl Reconciler for JobController {
         }
         let mut created = 0i64;
         if to_create > 0 {
-            let template = v.pointer("/spec/template").cloned().unwrap_or_default();
+            let template = v.ptr("/spec/template").cloned().unwrap_or_default();
             let owner = owner_ref(v, "batch/v1", "Job");
             let prefix = format!("{}-", key.1);
             let extra = [
@@ -2902,8 +2901,8 @@ impl Reconciler for JobController {
                 match cluster.create(&pods_res, pod).await {
                     Ok(c) => {
                         created += 1;
-                        q.expect(&key, JOB_PODS, rv_of(&c));
-                        let msg = format!("Created pod: {}", str_at(&c, "/metadata/name"));
+                        q.expect(&key, JOB_PODS, rv_of(&c.value));
+                        let msg = format!("Created pod: {}", str_at(&c.value, "/metadata/name"));
                         record(
                             &cluster,
                             self.cfg.events,
