@@ -72,7 +72,7 @@ impl Written {
 
     fn response(&self, code: StatusCode) -> Response {
         match self {
-            Written::Stored(s) => json_response(code, s.json.clone()),
+            Written::Stored(s) => json_response(code, s.json().clone()),
             Written::DryRun(v) => value_response(code, v),
         }
     }
@@ -492,7 +492,7 @@ fn render_one(
     query: &HashMap<String, String>,
 ) -> Response {
     match wants {
-        Wants::Object => json_response(StatusCode::OK, obj.json.clone()),
+        Wants::Object => json_response(StatusCode::OK, obj.json().clone()),
         Wants::Metadata(v) => value_response(StatusCode::OK, &partial_metadata(&obj.value, v)),
         Wants::Table => {
             let meta = json!({"resourceVersion": obj.revision.to_string()});
@@ -710,13 +710,13 @@ async fn list(
             let mut out = serde_json::to_vec(&head).unwrap_or_default();
             out.pop(); // the closing brace
             out.extend_from_slice(b",\"items\":[");
-            let total: usize = result.items.iter().map(|o| o.json.len() + 1).sum();
+            let total: usize = result.items.iter().map(|o| o.json().len() + 1).sum();
             out.reserve(total + 2);
             for (i, o) in result.items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(&o.json);
+                out.extend_from_slice(o.json());
             }
             out.extend_from_slice(b"]}");
             Ok(json_response(StatusCode::OK, out))
@@ -751,12 +751,12 @@ fn watch_event_bytes(
     wants: Wants,
     query: &HashMap<String, String>,
 ) -> Bytes {
-    let mut out = Vec::with_capacity(obj.json.len() + 32);
+    let mut out = Vec::with_capacity(obj.json().len() + 32);
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"\",\"object\":");
     match wants {
-        Wants::Object => out.extend_from_slice(&obj.json),
+        Wants::Object => out.extend_from_slice(obj.json()),
         Wants::Metadata(v) => out.extend_from_slice(
             &serde_json::to_vec(&partial_metadata(&obj.value, v)).unwrap_or_default(),
         ),

@@ -59,12 +59,13 @@ impl ObjectKey {
     }
 }
 
-/// An object as stored: the JSON value, its serialized form (computed once per write and shared by
-/// every list and watch that sends it) and the revision of its last write.
+/// An object as stored: the JSON value, its serialized form (computed on first use, once per
+/// write, and shared by every list and watch that sends it) and the revision of its last write.
+/// In-process components never need the serialized form, so they never pay for it.
 #[derive(Debug)]
 pub struct StoredObject {
     pub value: Value,
-    pub json: Bytes,
+    json: std::sync::OnceLock<Bytes>,
     pub revision: u64,
 }
 
@@ -76,22 +77,35 @@ impl StoredObject {
                 Value::String(revision.to_string()),
             );
         }
-        let json = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
         StoredObject {
             value,
-            json,
+            json: std::sync::OnceLock::new(),
             revision,
         }
     }
 
     /// An object that was never stored (a dry run's result): revision 0, no resourceVersion set.
     pub fn unstored(value: Value) -> Self {
-        let json = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
         StoredObject {
             value,
-            json,
+            json: std::sync::OnceLock::new(),
             revision: 0,
         }
+    }
+
+    /// A stored object whose revision is known (e.g. a component caching what it wrote).
+    pub fn with_revision(value: Value, revision: u64) -> Self {
+        StoredObject {
+            value,
+            json: std::sync::OnceLock::new(),
+            revision,
+        }
+    }
+
+    /// The serialized object, as sent on the wire.
+    pub fn json(&self) -> &Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&self.value).unwrap_or_default()))
     }
 
     pub fn namespace(&self) -> &str {

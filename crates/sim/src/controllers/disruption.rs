@@ -704,10 +704,10 @@ impl State {
             match c.update_status(&c.res.pdbs, obj).await {
                 Ok(v) => {
                     // Keep the written state so that the next computation starts from it.
-                    if let Some(p) = self.pdbs.get_mut(key) {
-                        if v.revision > p.obj.revision {
-                            p.obj = v;
-                        }
+                    if let Some(p) = self.pdbs.get_mut(key)
+                        && v.revision > p.obj.revision
+                    {
+                        p.obj = v;
                     }
                     return Ok(());
                 }

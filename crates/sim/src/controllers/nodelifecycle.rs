@@ -800,11 +800,7 @@ impl State {
         if self.nodes.get(&name).is_some_and(|n| n.revision >= rev) {
             return;
         }
-        self.put_node(Arc::new(StoredObject {
-            value: v,
-            json: bytes::Bytes::new(),
-            revision: rev,
-        }));
+        self.put_node(Arc::new(StoredObject::with_revision(v, rev)));
     }
 
     /// When a pod must be evicted for its node's NoExecute taints: `None` = never.
