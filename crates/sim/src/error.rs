@@ -146,6 +146,16 @@ impl ApiError {
         Self::new(429, "TooManyRequests", message).with_details(details)
     }
 
+    /// An error injected by a fault (see [`crate::faults`]): 429 asks clients to retry after 1 s.
+    pub fn injected(code: u16) -> Self {
+        match code {
+            429 => Self::new(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later (injected fault)")
+                .with_details(json!({"retryAfterSeconds": 1})),
+            503 => Self::new(503, "ServiceUnavailable", "the server is currently unable to handle the request (injected fault)"),
+            _ => Self::internal("an error on the server (\"injected fault\") has prevented the request from succeeding"),
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)
     }

@@ -1462,7 +1462,8 @@ impl Fleet {
         }
         let active = self.nodes.get(node).is_some_and(NodeRec::active);
         if !self.pods.contains_key(&key) {
-            let rec = PodRec::from_api(v, node, &self.cfg, self.now_secs());
+            let mut rec = PodRec::from_api(v, node, &self.cfg, self.now_secs());
+            rec.startup += self.c.server.faults.kubelet_delay(node);
             self.by_node
                 .entry(node.to_string())
                 .or_default()

@@ -15,6 +15,7 @@ pub mod controllers;
 pub mod defaults;
 pub mod error;
 pub mod eviction;
+pub mod faults;
 pub mod invariants;
 pub mod json;
 pub mod kubelet;

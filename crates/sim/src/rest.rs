@@ -808,6 +808,10 @@ async fn watch_resource(
         })?),
         None => std::time::Duration::from_secs(1800),
     };
+    let timeout = match server.faults.watch_limit(&info.resource) {
+        Some(limit) => timeout.min(limit),
+        None => timeout,
+    };
     let rv_param = query
         .get("resourceVersion")
         .map(String::as_str)

@@ -159,7 +159,8 @@ pub struct Scenario {
     /// Extra raw Kubernetes manifests (ConfigMaps such as kubeadm-config, bare objects, ...).
     #[serde(default)]
     pub manifests: Vec<Value>,
-    /// Machine failure modes and API faults.
+    /// Faults to inject (see [`crate::faults`]): API errors and latency, dropped watches, slow
+    /// kubelets, machine crashes at a time.
     #[serde(default)]
     pub faults: Vec<Value>,
 }
@@ -181,9 +182,10 @@ pub struct ScenarioMeta {
     pub description: String,
 }
 
-/// Durations of the things maintenance waits for, in seconds of (virtual) time.
+/// Durations of the things maintenance waits for, in seconds of (virtual) time. Fields left out
+/// keep their defaults.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Timing {
     pub boot_seconds: f64,
     pub reimage_seconds: f64,
@@ -557,6 +559,18 @@ impl Scenario {
             .collect();
         all.extend(manifests);
         all.extend(self.manifests.iter().cloned());
+        for (i, f) in self.faults.iter().enumerate() {
+            let spec = crate::faults::FaultSpec::from_json(f)
+                .map_err(|e| bad(&format!("faults[{i}]"), e.to_string()))?;
+            if let crate::faults::FaultSpec::MachineCrash { machine, .. } = &spec
+                && !nodes.iter().any(|n| &n.name == machine)
+            {
+                return Err(bad(
+                    &format!("faults[{i}].machine"),
+                    format!("no node pool makes a machine named {machine:?}"),
+                ));
+            }
+        }
         Ok(Expanded {
             seed: self.seed,
             kubernetes_version: self.kubernetes_version.clone(),

@@ -149,6 +149,8 @@ pub struct ApiServer {
     pub clock: Clock,
     pub config: ServerConfig,
     pub(crate) ids: Mutex<Ids>,
+    /// Injected faults (API errors and latency, dropped watches, slow kubelets).
+    pub faults: crate::faults::Faults,
 }
 
 impl ApiServer {
@@ -170,6 +172,7 @@ impl ApiServer {
                 state: config.seed,
                 next_ip: 1,
             }),
+            faults: crate::faults::Faults::new(config.seed),
             config,
         });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -476,6 +479,21 @@ async fn route(
         _ => return Err(ApiError::no_route()),
     };
     let target = parse_target(server, group, version, rest)?;
+    let watch =
+        target.watch_path || matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let verb = crate::faults::verb_of(method, target.name.is_some(), watch);
+    let fault = match target.subresource.as_deref() {
+        Some(sub) => server
+            .faults
+            .api(verb, &format!("{}/{sub}", target.info.resource)),
+        None => server.faults.api(verb, &target.info.resource),
+    };
+    if !fault.delay.is_zero() {
+        tokio::time::sleep(fault.delay).await;
+    }
+    if let Some(code) = fault.error {
+        return Err(ApiError::injected(code));
+    }
     crate::rest::dispatch(server, method, target, query, headers, body).await
 }
 

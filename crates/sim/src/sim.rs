@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::cluster::Cluster;
 use crate::controllers;
 use crate::error::ApiError;
+use crate::faults::{FaultError, FaultSpec};
 use crate::invariants::Invariants;
 use crate::kubelet::{self, KubeletConfig};
 use crate::machines::{self, MachineSpec, Machines, PowerState};
@@ -31,15 +32,61 @@ pub struct Simulation {
     pub machines: Machines,
     pub probes: Probes,
     pub invariants: Invariants,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Tasks,
 }
+
+type Tasks = Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
 
 impl Drop for Simulation {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             t.abort();
         }
     }
+}
+
+/// Adds a fault (see [`crate::faults`]); a machine crash is scheduled here, since the machines
+/// live in the simulation, not in the API server.
+fn add_fault(
+    server: &Arc<ApiServer>,
+    machines: &Machines,
+    tasks: &Tasks,
+    spec: FaultSpec,
+) -> Result<u64, FaultError> {
+    spec.validate()?;
+    let crash = match &spec {
+        FaultSpec::MachineCrash {
+            machine,
+            at_seconds,
+            down_seconds,
+        } => {
+            if machines.get(machine).is_none() {
+                return Err(FaultError::Invalid(format!(
+                    "machine {machine:?} does not exist (machines: {})",
+                    machines.names().join(", ")
+                )));
+            }
+            Some((machine.clone(), *at_seconds, *down_seconds))
+        }
+        _ => None,
+    };
+    let id = server.faults.add(spec)?;
+    if let Some((machine, at, down)) = crash {
+        let machines = machines.clone();
+        let server = server.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(at)).await;
+            if machines.power_off(&machine).is_ok() {
+                server.faults.fired(id);
+            }
+            if let Some(down) = down {
+                tokio::time::sleep(Duration::from_secs_f64(down)).await;
+                let _ = machines.power_on(&machine);
+            }
+        });
+        tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+    }
+    Ok(id)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +185,13 @@ impl Simulation {
             Duration::from_secs_f64(t.endpoint_propagation_seconds.max(0.0)),
         );
         let invariants = Invariants::spawn(cluster.clone(), Duration::from_secs(600));
+        let tasks: Tasks = Arc::new(std::sync::Mutex::new(tasks));
+        for (i, f) in e.faults.iter().enumerate() {
+            let spec = FaultSpec::from_json(f)
+                .and_then(|spec| add_fault(&server, &machines, &tasks, spec))
+                .map_err(|err| SimError::Load(format!("faults[{i}]: {err}")));
+            spec?;
+        }
         Ok(Simulation {
             server,
             cluster,
@@ -146,6 +200,11 @@ impl Simulation {
             invariants,
             tasks,
         })
+    }
+
+    /// Adds a fault now (its times count from now).
+    pub fn add_fault(&self, spec: FaultSpec) -> Result<u64, FaultError> {
+        add_fault(&self.server, &self.machines, &self.tasks, spec)
     }
 
     /// Waits until every node is Ready, every pod is Running and Ready (or Succeeded), and no
@@ -260,9 +319,11 @@ impl Simulation {
     /// machines (see [`Machines::handle`]), `GET /sim/v1/probes`, `GET /sim/v1/violations`.
     pub fn router(&self) -> Router {
         let state = Arc::new(Control {
+            server: self.server.clone(),
             machines: self.machines.clone(),
             probes: self.probes.clone(),
             invariants: self.invariants.clone(),
+            tasks: self.tasks.clone(),
         });
         Router::new()
             .route("/sim/v1/{*rest}", axum::routing::any(control))
@@ -272,6 +333,8 @@ impl Simulation {
 }
 
 struct Control {
+    server: Arc<ApiServer>,
+    tasks: Tasks,
     machines: Machines,
     probes: Probes,
     invariants: Invariants,
@@ -287,6 +350,18 @@ async fn control(
     let (code, v) = match (method.as_str(), segs.as_slice()) {
         ("GET", ["probes"]) => (200, json!({"probes": c.probes.reports()})),
         ("GET", ["violations"]) => (200, json!({"violations": c.invariants.violations()})),
+        ("GET", ["faults"]) => (200, json!({"faults": c.server.faults.list()})),
+        ("DELETE", ["faults"]) => (200, json!({"cleared": c.server.faults.clear()})),
+        ("POST", ["faults"]) => {
+            let parsed = serde_json::from_slice::<Value>(&body)
+                .map_err(|e| FaultError::Invalid(format!("the body is not JSON: {e}")))
+                .and_then(|v| FaultSpec::from_json(&v))
+                .and_then(|spec| add_fault(&c.server, &c.machines, &c.tasks, spec));
+            match parsed {
+                Ok(id) => (201, json!({"id": id, "faults": c.server.faults.list()})),
+                Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+            }
+        }
         (_, ["machines", ..]) => c.machines.handle(method.as_str(), &segs, &body).await,
         _ => return ApiError::no_route().into_response(),
     };
