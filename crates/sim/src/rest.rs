@@ -1049,11 +1049,15 @@ pub async fn create(
     if opts.dry_run {
         return Ok(Written::DryRun(obj));
     }
+    let key = key_for(info, ns, &name);
     let stored = server
         .store
-        .create(&key_for(info, ns, &name), obj)
+        .create(&key, obj)
         .await
         .map_err(store_err(info, &name))?;
+    if info.group.is_empty() && info.resource == "events" {
+        server.event_created(key, stored.revision);
+    }
     if info.group == "apiextensions.k8s.io" && info.resource == "customresourcedefinitions" {
         server.registry.register_crd(&stored.value).map_err(|e| {
             ApiError::invalid(

@@ -38,6 +38,9 @@ pub struct ServerConfig {
     pub seed: u64,
     /// Address clients should use, reported by `/api` (set by `serve`).
     pub advertise_address: String,
+    /// How long Events live (kube-apiserver's `--event-ttl`, 1 h); enforced by
+    /// [`ApiServer::expire_events`], which the living simulation runs every minute.
+    pub event_ttl: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +52,7 @@ impl Default for ServerConfig {
             start_time: None,
             seed: 1,
             advertise_address: "127.0.0.1:6443".to_string(),
+            event_ttl: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -149,6 +153,8 @@ pub struct ApiServer {
     pub clock: Clock,
     pub config: ServerConfig,
     pub(crate) ids: Mutex<Ids>,
+    /// Events in creation order with their revision, for the TTL (as etcd leases do it).
+    events: Mutex<std::collections::VecDeque<(tokio::time::Instant, ObjectKey, u64)>>,
     /// Injected faults (API errors and latency, dropped watches, slow kubelets).
     pub faults: crate::faults::Faults,
 }
@@ -173,6 +179,7 @@ impl ApiServer {
                 next_ip: 1,
             }),
             faults: crate::faults::Faults::new(config.seed),
+            events: Mutex::new(std::collections::VecDeque::new()),
             config,
         });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -181,6 +188,51 @@ impl ApiServer {
             let _ = server.create_internal(obj).await;
         }
         server
+    }
+
+    pub(crate) fn event_created(&self, key: ObjectKey, revision: u64) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((tokio::time::Instant::now(), key, revision));
+    }
+
+    /// Deletes the Events older than `event_ttl`. An Event updated since it was created (a
+    /// repeated one with a higher count) lives another `event_ttl` from when this finds it
+    /// updated. Returns how many went.
+    pub async fn expire_events(&self) -> usize {
+        let cutoff = tokio::time::Instant::now().checked_sub(self.config.event_ttl);
+        let Some(cutoff) = cutoff else {
+            return 0;
+        };
+        let expired: Vec<(ObjectKey, u64)> = {
+            let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = Vec::new();
+            while q.front().is_some_and(|(t, _, _)| *t <= cutoff) {
+                if let Some((_, k, rev)) = q.pop_front() {
+                    out.push((k, rev));
+                }
+            }
+            out
+        };
+        let mut n = 0;
+        for (key, rev) in expired {
+            match self
+                .store
+                .delete(&key, &crate::store::Precondition::revision(rev))
+                .await
+            {
+                Ok(_) => n += 1,
+                // Updated since: its TTL starts again.
+                Err(crate::store::StoreError::Conflict { .. }) => {
+                    if let Ok(cur) = self.store.get(&key).await {
+                        self.event_created(key, cur.revision);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        n
     }
 
     pub(crate) fn ids(&self) -> std::sync::MutexGuard<'_, Ids> {

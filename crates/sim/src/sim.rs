@@ -185,6 +185,14 @@ impl Simulation {
             Duration::from_secs_f64(t.endpoint_propagation_seconds.max(0.0)),
         );
         let invariants = Invariants::spawn(cluster.clone(), Duration::from_secs(600));
+        let reaper = server.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                reaper.expire_events().await;
+            }
+        }));
         let tasks: Tasks = Arc::new(std::sync::Mutex::new(tasks));
         for (i, f) in e.faults.iter().enumerate() {
             let spec = FaultSpec::from_json(f)

@@ -1399,3 +1399,50 @@ async fn node_that_never_reported_is_marked_after_the_startup_grace() {
         "Kubelet never posted node status."
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn events_expire_after_the_event_ttl_unless_updated() {
+    let (server, c, _) = setup().await;
+    let involved = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": NS, "uid": "u"}});
+    c.event(&involved, "Normal", "Old", "first", "test").await;
+    c.event(&involved, "Normal", "Touched", "updated later", "test")
+        .await;
+    sleep(secs(1800)).await;
+    c.event(&involved, "Normal", "New", "half an hour later", "test")
+        .await;
+    let reasons = |c: Cluster| async move {
+        let (items, _) = c.list(&c.res.events, Some(NS)).await.unwrap();
+        let mut r: Vec<String> = items
+            .iter()
+            .map(|e| e.value["reason"].as_str().unwrap_or("").to_string())
+            .collect();
+        r.sort();
+        r
+    };
+    // Touch one: an updated Event starts its TTL again.
+    let (items, _) = c.list(&c.res.events, Some(NS)).await.unwrap();
+    let mut touched = items
+        .iter()
+        .find(|e| e.value["reason"] == "Touched")
+        .unwrap()
+        .value
+        .clone();
+    touched["count"] = json!(2);
+    c.update(&c.res.events, touched).await.unwrap();
+    assert_eq!(
+        server.expire_events().await,
+        0,
+        "nothing is an hour old yet"
+    );
+    sleep(secs(1801)).await;
+    assert_eq!(server.expire_events().await, 1);
+    assert_eq!(reasons(c.clone()).await, ["New", "Touched"]);
+    // "New" goes an hour after its creation; the touched one lives another hour from when the
+    // expiry found it updated (t = 3601 s).
+    sleep(secs(1800)).await;
+    assert_eq!(server.expire_events().await, 1);
+    assert_eq!(reasons(c.clone()).await, ["Touched"]);
+    sleep(secs(1800)).await;
+    assert_eq!(server.expire_events().await, 1);
+    assert!(reasons(c.clone()).await.is_empty());
+}
