@@ -42,9 +42,9 @@ async fn dce_cluster_is_captured_with_owner_chains_control_plane_and_inventory()
     assert_eq!(s.metadata.cluster_name.as_deref(), Some("centos"));
     assert_eq!(s.metadata.source.as_deref(), Some("test"));
 
-    // Nodes: 3 masters + 4 workers, CentOS, 110 pods each, zones, taints on the masters.
+    // Nodes: 3 masters + 6 workers, CentOS, 110 pods each, zones, taints on the masters.
     let names: Vec<&str> = s.nodes.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names.len(), 7, "{names:?}");
+    assert_eq!(names.len(), 9, "{names:?}");
     let m1 = s.node("centos-master1").unwrap();
     assert_eq!(m1.roles, ["control-plane"]);
     assert!(m1.has_address("10.6.212.11"));
@@ -93,7 +93,7 @@ async fn dce_cluster_is_captured_with_owner_chains_control_plane_and_inventory()
     let exporters = pods_of(&s, "node-exporter-");
     assert_eq!(
         exporters.len(),
-        7,
+        9,
         "one per node, masters included (tolerates every taint)"
     );
     assert!(exporters.iter().all(|p| p.is_daemonset()));
@@ -110,7 +110,7 @@ async fn dce_cluster_is_captured_with_owner_chains_control_plane_and_inventory()
     assert_eq!(w(WorkloadKind::Deployment, "storefront").replicas, 4);
     assert_eq!(w(WorkloadKind::Deployment, "storefront").ready_replicas, 4);
     assert_eq!(w(WorkloadKind::StatefulSet, "redis").replicas, 3);
-    assert_eq!(w(WorkloadKind::DaemonSet, "calico-node").replicas, 7);
+    assert_eq!(w(WorkloadKind::DaemonSet, "calico-node").replicas, 9);
     assert!(
         s.workloads
             .iter()
@@ -185,7 +185,7 @@ async fn dce_cluster_is_captured_with_owner_chains_control_plane_and_inventory()
         inv.kube_control_plane,
         ["centos-master1", "centos-master2", "centos-master3"]
     );
-    assert_eq!(inv.hosts.len(), 7);
+    assert_eq!(inv.hosts.len(), 9);
     // Mirror pods: not controlled by anything theseus can evict.
     let mirrors: Vec<&Pod> = s.pods.iter().filter(|p| p.mirror).collect();
     assert_eq!(mirrors.len(), 12);

@@ -919,7 +919,7 @@ workloads:
             (
                 "dce-000",
                 include_str!("../../../scenarios/dce-000-centos-to-ubuntu.yaml"),
-                7,
+                9,
                 "centos-master1",
             ),
             (
