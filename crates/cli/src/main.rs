@@ -1,7 +1,9 @@
 //! `theseus`: the command line. Thin: parsing, wiring and output; the logic lives in the library
 //! crates.
 
+mod etcd_cmd;
 mod output;
+mod plan_cmd;
 mod sim_cmd;
 
 use std::net::IpAddr;
@@ -38,6 +40,36 @@ enum Command {
     },
     /// Start a simulated cluster in-process and show it, as kubectl would.
     Demo,
+    /// Capture a cluster into a snapshot file for offline planning (versioned JSON)
+    ///
+    /// Reads nodes, pods (each with its top controller), workloads, PodDisruptionBudgets,
+    /// Services, namespaces, control-plane static pods, the kubeadm-config and cluster-info
+    /// ConfigMaps and a Kubean inventory, with paginated `get` and `list` requests only:
+    /// nothing in the cluster changes. Prints a one-line summary.
+    ///
+    /// Example:
+    ///   theseus snapshot --context prod -o cluster.json
+    #[command(verbatim_doc_comment)]
+    Snapshot(plan_cmd::SnapshotArgs),
+    /// Plan a migration: waves, findings and duration, like `kubeadm upgrade plan`
+    ///
+    /// Plans from the live cluster (--kubeconfig, --context) or offline from a snapshot
+    /// (--snapshot). Nothing in the cluster changes. Exit code 0 when the plan can run, 1 when
+    /// an error finding blocks it, 2 when the spec or the snapshot is invalid (each problem
+    /// with its field, line and column).
+    ///
+    /// Examples:
+    ///   theseus plan -f migration.yaml --snapshot cluster.json
+    ///   theseus plan -f migration.yaml --context prod -o json
+    #[command(verbatim_doc_comment)]
+    Plan(plan_cmd::PlanArgs),
+    /// etcd operations against a real cluster, with etcdctl's flags (--endpoints, --cacert,
+    /// --cert, --key): health (`status`), safe replacement of one member (`replace`) or of all
+    /// (`migrate`), snapshots (`snapshot save|status|restore`), `defrag` and `alarm list|disarm`.
+    Etcd {
+        #[command(subcommand)]
+        command: etcd_cmd::EtcdCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +157,12 @@ pub enum SimCommand {
         #[command(flatten)]
         target: sim_cmd::Target,
     },
+    /// Inject faults into a running simulator (API errors and latency, dropped watches, slow
+    /// kubelets, machine crashes), list them, clear them.
+    Fault {
+        #[command(subcommand)]
+        command: sim_cmd::FaultCommand,
+    },
     /// Print what the invariant recorder saw (PDBs broken, pods lost, nodes left cordoned).
     Violations {
         #[command(flatten)]
@@ -194,5 +232,8 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sim { command } => sim_cmd::run(command).await,
         Command::Demo => sim_cmd::demo().await,
+        Command::Snapshot(args) => plan_cmd::snapshot(args).await,
+        Command::Plan(args) => plan_cmd::plan(args).await,
+        Command::Etcd { command } => etcd_cmd::run(command).await,
     }
 }

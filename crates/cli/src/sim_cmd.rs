@@ -88,6 +88,93 @@ fn speed_up(e: &mut Expanded, speed: f64) {
     ] {
         *d /= speed;
     }
+    // Fault times too (atSeconds, downSeconds, latencySeconds, ...).
+    for f in &mut e.faults {
+        if let Some(m) = f.as_object_mut() {
+            for (k, v) in m.iter_mut() {
+                if let (true, Some(x)) = (k.ends_with("Seconds"), v.as_f64()) {
+                    *v = json!(x / speed);
+                }
+            }
+        }
+    }
+}
+
+/// `theseus sim fault …`: inject, list and clear faults in a running simulator.
+#[derive(clap::Subcommand)]
+pub enum FaultCommand {
+    /// Inject the fault described in FILE (YAML or JSON; `-` reads standard input). Kinds:
+    ///   {kind: ApiError, verbs: [create], resources: [pods/eviction], rate: 0.3, code: 429,
+    ///    latencySeconds: 0.2, startSeconds: 0, durationSeconds: 60}
+    ///   {kind: WatchDrop, resources: [pods], afterSeconds: 30}
+    ///   {kind: SlowKubelet, nodes: [worker-1], extraStartupSeconds: 20}
+    ///   {kind: MachineCrash, machine: worker-2, atSeconds: 10, downSeconds: 120}
+    Add {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the faults with whether each is in force and how often it fired.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove every fault.
+    Clear {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+async fn fault(cmd: FaultCommand) -> Result<()> {
+    match cmd {
+        FaultCommand::Add { file, target } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| BadInput(format!("cannot read {}: {e}", file.display())))?
+            };
+            let v: Value = serde_yaml::from_str(&text)
+                .map_err(|e| BadInput(format!("{}: not YAML or JSON: {e}", file.display())))?;
+            theseus_sim::faults::FaultSpec::from_json(&v)
+                .map_err(|e| BadInput(format!("{}: {e}", file.display())))?;
+            let r = call(&target, "POST", "/sim/v1/faults", Some(v)).await?;
+            show(&target, &r, |r| println!("fault {} added", r["id"]))
+        }
+        FaultCommand::List { target } => {
+            let v = call(&target, "GET", "/sim/v1/faults", None).await?;
+            show(&target, &v, |v| {
+                let list = v["faults"].as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("No faults.");
+                    return;
+                }
+                println!("ID\tKIND\tACTIVE\tFIRED\tSPEC");
+                for f in list {
+                    let mut spec = f.clone();
+                    if let Some(m) = spec.as_object_mut() {
+                        for k in ["id", "kind", "active", "fired"] {
+                            m.remove(k);
+                        }
+                    }
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        f["id"],
+                        s(&f["kind"]),
+                        f["active"],
+                        f["fired"],
+                        spec
+                    );
+                }
+            })
+        }
+        FaultCommand::Clear { target } => {
+            let v = call(&target, "DELETE", "/sim/v1/faults", None).await?;
+            show(&target, &v, |v| println!("{} faults cleared", v["cleared"]))
+        }
+    }
 }
 
 pub async fn run(cmd: SimCommand) -> Result<()> {
@@ -213,6 +300,7 @@ pub async fn run(cmd: SimCommand) -> Result<()> {
                 }
             })
         }
+        SimCommand::Fault { command } => fault(command).await,
         SimCommand::Violations { target } => {
             let v = call(&target, "GET", "/sim/v1/violations", None).await?;
             show(&target, &v, |v| {

@@ -75,3 +75,82 @@ fn generated_scenarios_are_valid_scenarios() {
     assert_eq!(e.nodes.len(), 15);
     assert_eq!(s.workloads.iter().map(|w| w.replicas).sum::<usize>(), 60);
 }
+
+/// Kills the served simulator when the test ends, whatever happens.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn faults_are_added_listed_and_cleared_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("sim.kubeconfig");
+    let kc_s = kc.to_str().unwrap();
+    let _served = Served(
+        Command::new(env!("CARGO_BIN_EXE_theseus"))
+            .args(["sim", "serve", "--kubeconfig", kc_s, "--speed", "20"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start theseus sim serve"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !kc.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sim serve wrote no kubeconfig within 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let good = dir.path().join("fault.yaml");
+    std::fs::write(
+        &good,
+        "{kind: ApiError, verbs: [list], resources: [nodes], rate: 0.5, code: 503}\n",
+    )
+    .unwrap();
+    let (code, out, err) = theseus(&[
+        "sim",
+        "fault",
+        "add",
+        good.to_str().unwrap(),
+        "--kubeconfig",
+        kc_s,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("fault 1 added"), "{out}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "{kind: ApiError, code: 418}\n").unwrap();
+    let (code, _, err) = theseus(&[
+        "sim",
+        "fault",
+        "add",
+        bad.to_str().unwrap(),
+        "--kubeconfig",
+        kc_s,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("code must be 429, 500 or 503"), "{err}");
+
+    let (code, out, err) = theseus(&["sim", "fault", "list", "--kubeconfig", kc_s]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("ApiError") && out.lines().count() == 2,
+        "{out}"
+    );
+    let (code, out, _) = theseus(&["sim", "fault", "list", "--kubeconfig", kc_s, "-o", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["faults"][0]["code"], 503);
+
+    let (code, out, _) = theseus(&["sim", "fault", "clear", "--kubeconfig", kc_s]);
+    assert_eq!(code, 0);
+    assert!(out.contains("1 faults cleared"), "{out}");
+    let (_, out, _) = theseus(&["sim", "fault", "list", "--kubeconfig", kc_s]);
+    assert!(out.contains("No faults."), "{out}");
+}

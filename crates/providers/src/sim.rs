@@ -25,7 +25,10 @@ type HttpClient =
 #[derive(Clone)]
 enum Transport {
     Router(axum::Router),
-    Http { base: String, client: HttpClient },
+    Http {
+        base: String,
+        client: Box<HttpClient>,
+    },
 }
 
 /// See the module documentation.
@@ -60,7 +63,10 @@ impl SimProvider {
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http::<Body>();
         Ok(SimProvider {
-            transport: Transport::Http { base, client },
+            transport: Transport::Http {
+                base,
+                client: Box::new(client),
+            },
             request_timeout: Duration::from_secs(30),
         })
     }
