@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, ValueEnum};
 use theseus_cluster::{CaptureOptions, ClientOptions, Connection, DEFAULT_PAGE_SIZE};
+use theseus_etcd::{Etcd, EtcdConfig};
+use theseus_model::snapshot::{EtcdCluster, EtcdMember};
 use theseus_model::{ClusterSnapshot, Migration};
 
 use crate::BadInput;
@@ -40,6 +42,19 @@ pub struct SnapshotArgs {
     /// writes it to standard output.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
+    /// etcd client URLs, comma-separated (etcdctl's flag): also record the etcd members (name,
+    /// URLs, learner, leader, health, the node each runs on), which the planner uses for quorum.
+    #[arg(long = "endpoints", value_delimiter = ',', value_name = "URLS")]
+    pub etcd_endpoints: Vec<String>,
+    /// CA bundle that signed etcd's server certificates (kubeadm: /etc/kubernetes/pki/etcd/ca.crt).
+    #[arg(long, value_name = "FILE", requires = "etcd_endpoints")]
+    pub cacert: Option<PathBuf>,
+    /// etcd client certificate (kubeadm: /etc/kubernetes/pki/etcd/healthcheck-client.crt).
+    #[arg(long, value_name = "FILE", requires = "etcd_endpoints")]
+    pub cert: Option<PathBuf>,
+    /// etcd client key.
+    #[arg(long, value_name = "FILE", requires = "etcd_endpoints")]
+    pub key: Option<PathBuf>,
 }
 
 /// Output formats of `theseus plan`.
@@ -110,8 +125,13 @@ async fn capture(flags: &ClusterFlags) -> Result<(ClusterSnapshot, Connection)> 
 /// "7 nodes (3 control-plane), 75 pods, 4 PodDisruptionBudgets".
 fn summary(s: &ClusterSnapshot) -> String {
     let cp = s.control_plane.control_plane_node_names(&s.nodes).len();
+    let etcd = s
+        .etcd
+        .as_ref()
+        .map(|e| format!(", {} etcd members", e.members.len()))
+        .unwrap_or_default();
     format!(
-        "{} nodes ({cp} control-plane), {} pods, {} PodDisruptionBudgets",
+        "{} nodes ({cp} control-plane), {} pods, {} PodDisruptionBudgets{etcd}",
         s.nodes.len(),
         s.pods.len(),
         s.pod_disruption_budgets.len()
@@ -132,8 +152,67 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 }
 
 /// `theseus snapshot`.
+/// The etcd members as `theseus etcd status` sees them, for the snapshot.
+async fn etcd_members(args: &SnapshotArgs, snap: &ClusterSnapshot) -> Result<EtcdCluster> {
+    let etcd = Etcd::new(EtcdConfig {
+        endpoints: args.etcd_endpoints.clone(),
+        cacert: args.cacert.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        ..EtcdConfig::default()
+    })
+    .map_err(|e| {
+        if e.is_bad_input() {
+            bad(format!("etcd: {e}"))
+        } else {
+            anyhow!("etcd: {e}")
+        }
+    })?;
+    let status = etcd.observe().await.map_err(|e| {
+        anyhow!(
+            "cannot read the etcd members from {}: {e}",
+            args.etcd_endpoints.join(",")
+        )
+    })?;
+    let node_of = |urls: &[String]| {
+        urls.iter().find_map(|u| {
+            let host = theseus_model::snapshot::endpoint_host(u);
+            snap.nodes
+                .iter()
+                .find(|n| n.has_address(host) || n.name == host)
+                .map(|n| n.name.clone())
+        })
+    };
+    let members = status
+        .members
+        .iter()
+        .map(|m| EtcdMember {
+            id: format!("{:x}", m.member.id.0),
+            name: m.member.name.clone(),
+            peer_urls: m.member.peer_urls.clone(),
+            client_urls: m.member.client_urls.clone(),
+            is_learner: m.member.is_learner,
+            healthy: m.is_up(),
+            leader: status.leader == Some(m.member.id),
+            node: node_of(&m.member.peer_urls),
+        })
+        .collect();
+    let version = status
+        .members
+        .iter()
+        .find_map(|m| m.status.as_ref().map(|s| s.version.clone()));
+    Ok(EtcdCluster {
+        endpoints: args.etcd_endpoints.clone(),
+        members,
+        version,
+    })
+}
+
 pub async fn snapshot(args: SnapshotArgs) -> Result<()> {
-    let (snap, conn) = capture(&args.cluster).await?;
+    let (mut snap, conn) = capture(&args.cluster).await?;
+    if !args.etcd_endpoints.is_empty() {
+        snap.etcd = Some(etcd_members(&args, &snap).await?);
+    }
     let mut json = snap
         .to_json_pretty()
         .context("cannot encode the snapshot")?;

@@ -340,3 +340,68 @@ fn bad_input_exits_2_and_names_field_line_and_column() {
     );
     assert!(!out_file.exists());
 }
+
+/// `theseus snapshot --endpoints …` records the etcd members next to the cluster (real etcd).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_records_the_etcd_members_when_given_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = theseus_etcd::LocalCluster::start(
+        &dir.path().join("etcd"),
+        &["e1", "e2", "e3"],
+        theseus_etcd::LocalOptions::for_tests(),
+    )
+    .await
+    .unwrap();
+    let kc = dir.path().join("kubeconfig");
+    let _served = serve("cka-002-lab.yaml", &kc);
+    let out = dir.path().join("cluster.json");
+    let endpoints = etcd.endpoints_arg();
+    let (code, stdout, err) = tokio::task::spawn_blocking({
+        let (kc, out) = (kc.clone(), out.clone());
+        move || {
+            theseus(&[
+                "snapshot",
+                "--kubeconfig",
+                kc.to_str().unwrap(),
+                "--endpoints",
+                &endpoints,
+                "-o",
+                out.to_str().unwrap(),
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("3 etcd members"), "{stdout}");
+    let snap = ClusterSnapshot::from_json(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let e = snap.etcd.expect("etcd members recorded");
+    let mut names: Vec<&str> = e.members.iter().map(|m| m.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["e1", "e2", "e3"]);
+    assert_eq!(e.members.iter().filter(|m| m.leader).count(), 1);
+    assert!(e.members.iter().all(|m| m.healthy && !m.is_learner));
+    assert!(e.version.as_deref().is_some_and(|v| v.starts_with("3.")));
+
+    // Unreachable etcd: exit 1, the message names etcd, no file written.
+    let bad_out = dir.path().join("none.json");
+    let (code, _, err) = tokio::task::spawn_blocking({
+        let (kc, bad_out) = (kc.clone(), bad_out.clone());
+        move || {
+            theseus(&[
+                "snapshot",
+                "--kubeconfig",
+                kc.to_str().unwrap(),
+                "--endpoints",
+                "http://127.0.0.1:1",
+                "-o",
+                bad_out.to_str().unwrap(),
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("etcd"), "{err}");
+    assert!(!bad_out.exists());
+}
