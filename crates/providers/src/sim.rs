@@ -100,32 +100,22 @@ impl SimProvider {
             .body(Body::from(body.map(Value::to_string).unwrap_or_default()))
             .map_err(|e| unreachable(format!("bad request {uri}: {e}")))?;
         let fut = async {
-            match &self.transport {
-                Transport::Router(r) => {
-                    let resp = r.clone().oneshot(req).await.map_err(|e| match e {})?;
-                    let code = resp.status().as_u16();
-                    let bytes = resp
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| unreachable(e.to_string()))?
-                        .to_bytes();
-                    Ok((code, bytes))
-                }
-                Transport::Http { client, .. } => {
-                    let resp = client.request(req).await.map_err(|e| {
-                        unreachable(format!("{e}: is `theseus sim serve` running?"))
-                    })?;
-                    let code = resp.status().as_u16();
-                    let bytes = resp
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| unreachable(e.to_string()))?
-                        .to_bytes();
-                    Ok((code, bytes))
-                }
-            }
+            let resp: http::Response<Body> = match &self.transport {
+                Transport::Router(r) => r.clone().oneshot(req).await.map_err(|e| match e {})?,
+                Transport::Http { client, .. } => client
+                    .request(req)
+                    .await
+                    .map_err(|e| unreachable(format!("{e}: is `theseus sim serve` running?")))?
+                    .map(Body::new),
+            };
+            let code = resp.status().as_u16();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?
+                .to_bytes();
+            Ok((code, bytes))
         };
         let (code, bytes) = tokio::time::timeout(self.request_timeout, fut)
             .await

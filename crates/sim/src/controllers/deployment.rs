@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use super::workloads::{
     Cache, FeedMsg, Key, Queue, Reconciler, adopt, annotation, controller_parts, created_at,
     delete_obj, i64_at, is_terminal, is_terminating, labels_of, owner_ref, parse_time, record,
-    release, retry_later, run, rv_of, scaled_value, selector_of, spawn_feed, str_at, template_hash,
+    release, retry_later, run, scaled_value, selector_of, spawn_feed, str_at, template_hash,
     uid_of, until, write_status,
 };
 use crate::cluster::{Cluster, ns_name};
@@ -529,7 +529,7 @@ impl DController {
                     .await
                 {
                     Ok(updated) => {
-                        q.expect(key, D_RS, rv_of(&updated.value));
+                        q.expect(key, D_RS, updated.revision);
                         sets.all[i] = updated.value.clone();
                         return Ok(sets);
                     }
@@ -599,7 +599,7 @@ impl DController {
         let mut already_exists = false;
         let created = match self.cluster.create(&self.cluster.res.replicasets, rs).await {
             Ok(c) => {
-                q.expect(key, D_RS, rv_of(&c.value));
+                q.expect(key, D_RS, c.revision);
                 c.value.clone()
             }
             Err(e) if e.reason == "AlreadyExists" => {
@@ -711,7 +711,7 @@ impl DController {
             .await
         {
             Ok(updated) => {
-                q.expect(key, D_FEED, rv_of(&updated.value));
+                q.expect(key, D_FEED, updated.revision);
                 *d = updated.value.clone();
                 Ok(())
             }
@@ -781,7 +781,7 @@ impl DController {
             .await
         {
             Ok(updated) => {
-                q.expect(key, D_RS, rv_of(&updated.value));
+                q.expect(key, D_RS, updated.revision);
                 *rs = updated.value.clone();
                 if size_needs {
                     let dir = if old_scale < new_scale { "up" } else { "down" };

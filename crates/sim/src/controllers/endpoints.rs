@@ -212,11 +212,6 @@ pub(crate) fn instant_at(cluster: &Cluster, t: DateTime<Utc>) -> Instant {
     after(d)
 }
 
-/// The `metadata.resourceVersion` of an object as a number (0 when absent).
-pub(crate) fn rv_of(v: &Value) -> u64 {
-    str_at(v, "/metadata/resourceVersion").parse().unwrap_or(0)
-}
-
 /// Sleeps until `t`, or forever without one.
 pub(crate) async fn sleep_until_opt(t: Option<Instant>) {
     match t {

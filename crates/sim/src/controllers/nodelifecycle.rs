@@ -45,7 +45,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
-    At, Key, Timers, after, instant_at, is_deleting, key_of, parse_time, period, rv_of, set_in,
+    At, Key, Timers, after, instant_at, is_deleting, key_of, parse_time, period, set_in,
     sleep_until_opt, str_at, uid_of,
 };
 use crate::error::ApiError;
@@ -782,7 +782,7 @@ impl State {
             tracing::debug!(node = name, ?add, ?remove, "updating node taints");
             match c.update(&c.res.nodes, obj).await {
                 Ok(v) => {
-                    self.remember_node(v.value.clone());
+                    self.remember_node(v);
                     return Ok(());
                 }
                 Err(e) if e.code == 404 => return Ok(()),
@@ -794,13 +794,16 @@ impl State {
     }
 
     /// Caches a node this controller just wrote (the watch brings the same state later).
-    fn remember_node(&mut self, v: Value) {
-        let rev = rv_of(&v);
-        let name = str_at(&v, "/metadata/name").to_string();
-        if self.nodes.get(&name).is_some_and(|n| n.revision >= rev) {
+    fn remember_node(&mut self, v: Arc<StoredObject>) {
+        let name = str_at(&v.value, "/metadata/name");
+        if self
+            .nodes
+            .get(name)
+            .is_some_and(|n| n.revision >= v.revision)
+        {
             return;
         }
-        self.put_node(Arc::new(StoredObject::with_revision(v, rev)));
+        self.put_node(v);
     }
 
     /// When a pod must be evicted for its node's NoExecute taints: `None` = never.
@@ -1091,7 +1094,7 @@ impl State {
                         });
                         h.ready_transition = now;
                     }
-                    self.remember_node(written.value.clone());
+                    self.remember_node(written);
                     return Ok(Some((observed, Some(Rs::Unknown))));
                 }
                 Err(e) if e.code == 404 => {

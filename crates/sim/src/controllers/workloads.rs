@@ -805,7 +805,7 @@ pub(crate) async fn write_status(
     let out = cluster
         .merge_patch(r, ns, name, Some("status"), json!({ "status": patch }))
         .await?;
-    Ok(Some(rv_of(&out.value)))
+    Ok(Some(out.revision))
 }
 
 /// Adds `owner` as the controller of `obj` (ControllerRefManager adoption), pinned to the cached
@@ -826,7 +826,7 @@ pub(crate) async fn adopt(
     let patch = json!({"metadata": {"ownerReferences": refs,
         "resourceVersion": str_at(obj, "/metadata/resourceVersion")}});
     let out = cluster.merge_patch(r, ns, name, None, patch).await?;
-    Ok(rv_of(&out.value))
+    Ok(out.revision)
 }
 
 /// Removes the ownerReference of `owner_uid` from `obj` (release of an object that no longer
@@ -856,7 +856,7 @@ pub(crate) async fn release(
     let patch = json!({"metadata": {"ownerReferences": refs,
         "resourceVersion": str_at(obj, "/metadata/resourceVersion")}});
     let out = cluster.merge_patch(r, ns, name, None, patch).await?;
-    Ok(rv_of(&out.value))
+    Ok(out.revision)
 }
 
 /// Records an Event when enabled.
@@ -1093,7 +1093,7 @@ impl Reconciler for RsController {
                 );
                 match cluster.create(&pods_res, pod).await {
                     Ok(created) => {
-                        q.expect(&key, RS_PODS, rv_of(&created.value));
+                        q.expect(&key, RS_PODS, created.revision);
                         let msg =
                             format!("Created pod: {}", str_at(&created.value, "/metadata/name"));
                         record(
@@ -1550,7 +1550,7 @@ impl Reconciler for StsController {
                     let pname = format!("{name}-{ord}");
                     match cluster.create(&pods_res, pod).await {
                         Ok(created) => {
-                            q.expect(&key, STS_PODS, rv_of(&created.value));
+                            q.expect(&key, STS_PODS, created.revision);
                             let msg =
                                 format!("create Pod {pname} in StatefulSet {name} successful");
                             record(
@@ -2359,7 +2359,7 @@ impl Reconciler for DsController {
             match cluster.create(&pods_res, pod).await {
                 Ok(created) => {
                     wrote = true;
-                    q.expect(&key, DS_PODS, rv_of(&created.value));
+                    q.expect(&key, DS_PODS, created.revision);
                     let msg = format!("Created pod: {}", str_at(&created.value, "/metadata/name"));
                     record(
                         &cluster,
@@ -2901,7 +2901,7 @@ impl Reconciler for JobController {
                 match cluster.create(&pods_res, pod).await {
                     Ok(c) => {
                         created += 1;
-                        q.expect(&key, JOB_PODS, rv_of(&c.value));
+                        q.expect(&key, JOB_PODS, c.revision);
                         let msg = format!("Created pod: {}", str_at(&c.value, "/metadata/name"));
                         record(
                             &cluster,
