@@ -2,8 +2,8 @@
 //! crates.
 
 mod etcd_cmd;
-mod output;
 mod plan_cmd;
+mod run_cmd;
 mod sim_cmd;
 
 use std::net::IpAddr;
@@ -38,8 +38,42 @@ enum Command {
         #[command(subcommand)]
         command: SimCommand,
     },
-    /// Start a simulated cluster in-process and show it, as kubectl would.
-    Demo,
+    /// The main job on the embedded simulator: runbook 000's OS migration, live
+    ///
+    /// Starts a simulated DCE cluster (3 control-plane nodes, 6 CentOS 7.9 workers, replicated
+    /// services with PDBs, a single-replica service, traffic probes) in-process on virtual time,
+    /// plans the migration of every worker to Ubuntu 22.04 (remove-before-add, same names and
+    /// IPs), runs the real engine and reports nodes migrated, duration against the estimate,
+    /// failed probe requests and PDB violations as the simulator measured them. Needs nothing
+    /// but this binary.
+    ///
+    /// Example:
+    ///   theseus demo
+    ///   theseus demo -o json
+    #[command(verbatim_doc_comment)]
+    Demo(run_cmd::DemoArgs),
+    /// Carry out a migration: plan, confirm, then node by node with gates and a journal
+    ///
+    /// Captures the cluster (or reads --snapshot), plans, shows the plan and asks (unless
+    /// --yes), then runs the waves: cordon, drain (PDB-aware, single-replica Deployments surged
+    /// first), node action through spec.provider, wait for the node, uncordon, gates. Every
+    /// step is journaled first (./.theseus/NAME.journal.db), so `theseus resume` continues after
+    /// a crash. Exit 0 completed, 1 paused/aborted/refused, 2 bad input.
+    ///
+    /// Examples:
+    ///   theseus apply -f migration.yaml --dry-run
+    ///   theseus apply -f migration.yaml --context prod --yes -o json
+    #[command(verbatim_doc_comment)]
+    Apply(run_cmd::ApplyArgs),
+    /// Continue a paused, aborted-by-crash or interrupted run from its journal.
+    Resume(run_cmd::ResumeArgs),
+    /// Show a run's state and each node's last phase (works while `apply` runs).
+    Status(run_cmd::StatusArgs),
+    /// Ask the running `apply` to pause: running node steps finish, no new node starts.
+    Pause(run_cmd::RequestArgs),
+    /// Ask the running `apply` to abort: no new node starts; steps that have not acted on a
+    /// machine stop and uncordon their node.
+    Abort(run_cmd::RequestArgs),
     /// Capture a cluster into a snapshot file for offline planning (versioned JSON)
     ///
     /// Reads nodes, pods (each with its top controller), workloads, PodDisruptionBudgets,
@@ -174,7 +208,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     // Simulations (the demo) run on a paused current-thread clock: virtual time, deterministic.
-    let mut builder = if matches!(cli.command, Command::Demo) {
+    let mut builder = if matches!(cli.command, Command::Demo(_)) {
         let mut b = tokio::runtime::Builder::new_current_thread();
         b.start_paused(true);
         b
@@ -231,7 +265,12 @@ fn init_logging(verbose: u8) {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sim { command } => sim_cmd::run(command).await,
-        Command::Demo => sim_cmd::demo().await,
+        Command::Demo(args) => run_cmd::demo(args).await,
+        Command::Apply(args) => run_cmd::apply(args).await,
+        Command::Resume(args) => run_cmd::resume(args).await,
+        Command::Status(args) => run_cmd::status(args),
+        Command::Pause(args) => run_cmd::request(args, theseus_journal::Request::Pause),
+        Command::Abort(args) => run_cmd::request(args, theseus_journal::Request::Abort),
         Command::Snapshot(args) => plan_cmd::snapshot(args).await,
         Command::Plan(args) => plan_cmd::plan(args).await,
         Command::Etcd { command } => etcd_cmd::run(command).await,

@@ -89,9 +89,16 @@ fn bad(message: String) -> anyhow::Error {
 }
 
 async fn connect(flags: &ClusterFlags) -> Result<Connection> {
+    connect_with(flags, false).await
+}
+
+/// A client for the flags' cluster. `no_retry`: turn off kube-rs's retry of 429/503 (the engine
+/// must see an eviction's 429 at once: it is a PodDisruptionBudget saying no).
+pub async fn connect_with(flags: &ClusterFlags, no_retry: bool) -> Result<Connection> {
     let opts = ClientOptions {
         kubeconfig: flags.kubeconfig.clone(),
         context: flags.context.clone(),
+        no_retry,
     };
     theseus_cluster::connect(&opts)
         .await
@@ -99,7 +106,7 @@ async fn connect(flags: &ClusterFlags) -> Result<Connection> {
 }
 
 /// Captures the cluster the flags name; a failure says where it was talking to.
-async fn capture(flags: &ClusterFlags) -> Result<(ClusterSnapshot, Connection)> {
+pub async fn capture(flags: &ClusterFlags) -> Result<(ClusterSnapshot, Connection)> {
     let conn = connect(flags).await?;
     let opts = CaptureOptions {
         page_size: flags.chunk_size,

@@ -1,4 +1,4 @@
-//! `theseus sim …` and `theseus demo`: wiring of the simulator crate.
+//! `theseus sim …`: wiring of the simulator crate.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -6,15 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use theseus_sim::scenario::{self, Expanded, GenerateOptions, Scenario};
 use theseus_sim::sim::Simulation;
 use theseus_sim::{ApiServer, ServerConfig, kubelet, serve};
-use tower::ServiceExt;
 
-use crate::{BadInput, SimCommand, output};
+use crate::{BadInput, SimCommand};
 
 /// The default scenario: the CKA lab of runbook 002.
 const DEFAULT_SCENARIO: &str = include_str!("../../../scenarios/cka-002-lab.yaml");
@@ -430,44 +428,4 @@ async fn api_only(
         },
     );
     Ok(server)
-}
-
-async fn get_table(router: &Router, path: &str) -> Result<Value> {
-    let req = http::Request::get(path)
-        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
-        .body(axum::body::Body::empty())
-        .context("building a request")?;
-    let resp = router
-        .clone()
-        .oneshot(req)
-        .await
-        .context("calling the simulator")?;
-    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .context("reading the simulator's answer")?;
-    Ok(serde_json::from_slice(&body)?)
-}
-
-/// The demo: the CKA lab of runbook 002 as a living cluster on virtual time, read through the
-/// real API path. The migration itself (cordon, drain, reimage, measured availability) arrives
-/// with the engine.
-pub async fn demo() -> Result<()> {
-    let Loaded::Living(e) = read_scenario(None, false)? else {
-        bail!("the built-in scenario is not a cluster scenario");
-    };
-    let sim = Simulation::start(&e).await?;
-    sim.wait_steady(Duration::from_secs(600)).await?;
-    let router = sim.router();
-    for (title, path) in [
-        ("nodes", "/api/v1/nodes"),
-        ("pods, all namespaces", "/api/v1/pods"),
-    ] {
-        let table = get_table(&router, path).await?;
-        println!("== {title} ==");
-        output::print_table(&table, true);
-        println!();
-    }
-    println!("The simulated cluster above speaks the Kubernetes API; serve it to kubectl with");
-    println!("  theseus sim serve");
-    Ok(())
 }

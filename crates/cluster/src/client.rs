@@ -16,6 +16,12 @@ pub struct ClientOptions {
     pub kubeconfig: Option<PathBuf>,
     /// `--context`: the kubeconfig context. None: its `current-context`.
     pub context: Option<String>,
+    /// Turns off kube-rs's default retry layer (`Config::default_retry`), which silently retries
+    /// 429, 503 and 504 answers with backoff. The engine sets it: it needs the eviction API's
+    /// 429 (a PodDisruptionBudget refusing a disruption) raw and at once, where the default
+    /// retry would hide the refusal for minutes. False (the default) keeps the retries, which
+    /// suit read-only captures.
+    pub no_retry: bool,
 }
 
 /// A client and what it points at.
@@ -61,7 +67,7 @@ pub async fn connect(opts: &ClientOptions) -> Result<Connection, ClientError> {
                     ),
                 });
             }
-            Err(e) => return in_cluster(&error_chain(&e)),
+            Err(e) => return in_cluster(&error_chain(&e), opts.no_retry),
         },
     };
     let known: Vec<String> = kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
@@ -103,7 +109,7 @@ pub async fn connect(opts: &ClientOptions) -> Result<Connection, ClientError> {
             context: context.clone(),
             message: error_chain(&e),
         })?;
-    build(config, Some(context))
+    build(config, Some(context), opts.no_retry)
 }
 
 fn read(path: &PathBuf) -> Result<Kubeconfig, ClientError> {
@@ -119,9 +125,9 @@ fn read(path: &PathBuf) -> Result<Kubeconfig, ClientError> {
     })
 }
 
-fn in_cluster(no_kubeconfig: &str) -> Result<Connection, ClientError> {
+fn in_cluster(no_kubeconfig: &str, no_retry: bool) -> Result<Connection, ClientError> {
     match Config::incluster() {
-        Ok(config) => build(config, None),
+        Ok(config) => build(config, None, no_retry),
         Err(e) => Err(ClientError::NoConfig {
             message: format!(
                 "no kubeconfig ({no_kubeconfig}) and not in a pod ({})",
@@ -131,7 +137,14 @@ fn in_cluster(no_kubeconfig: &str) -> Result<Connection, ClientError> {
     }
 }
 
-fn build(config: Config, context: Option<String>) -> Result<Connection, ClientError> {
+fn build(
+    mut config: Config,
+    context: Option<String>,
+    no_retry: bool,
+) -> Result<Connection, ClientError> {
+    if no_retry {
+        config.default_retry = false;
+    }
     let server = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|e| ClientError::Invalid {
         context: context.clone().unwrap_or_else(|| "in-cluster".into()),
@@ -142,4 +155,10 @@ fn build(config: Config, context: Option<String>) -> Result<Connection, ClientEr
         context,
         server,
     })
+}
+
+/// A client for an API server that is a tower service in this process (the simulator's
+/// router): no sockets, no retry layer, and on a paused tokio clock hours pass in milliseconds.
+pub fn in_process(router: axum::Router) -> kube::Client {
+    kube::Client::new(router, "default")
 }

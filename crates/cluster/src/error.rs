@@ -202,3 +202,116 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// Why an operation of [`Ops`](crate::Ops) failed. `what` names the request and its object, e.g.
+/// `patch Node centos-worker1` or `evict Pod shop/checkout-7d9f-abcde`.
+#[derive(Debug, Error)]
+pub enum OpsError {
+    /// No answer from the API server (connection refused, DNS, TLS, timeout).
+    #[error(
+        "cannot reach the Kubernetes API server to {what}: {message}. Check that the cluster is up and that its API server is reachable from here (VPN, proxy, firewall); the step can be retried"
+    )]
+    Unreachable {
+        /// The request.
+        what: String,
+        /// The underlying error.
+        message: String,
+    },
+    /// 401, or no credentials could be obtained.
+    #[error(
+        "the API server did not accept the credentials to {what}: {message}. Renew the kubeconfig user's token or certificate (or fix its exec plugin) and retry"
+    )]
+    Unauthorized {
+        /// The request.
+        what: String,
+        /// The server's message.
+        message: String,
+    },
+    /// 403: RBAC does not allow the request.
+    #[error(
+        "access denied (403 Forbidden) to {what}: {message}. theseus needs `{verb}` on `{resource}`{}: grant it to the user (a Role or ClusterRole bound to it); `{}` checks",
+        ops_scope(namespace.as_deref()),
+        can_i(verb, resource, namespace.as_deref())
+    )]
+    Forbidden {
+        /// The request.
+        what: String,
+        /// The RBAC verb refused (`get`, `list`, `patch`, `create`, `delete`, `update`).
+        verb: &'static str,
+        /// The resource as RBAC names it (`nodes`, `pods/eviction`, `deployments.apps`,
+        /// `leases.coordination.k8s.io`).
+        resource: String,
+        /// The namespace, for namespaced requests.
+        namespace: Option<String>,
+        /// The server's message.
+        message: String,
+    },
+    /// 404 where the object must exist.
+    #[error(
+        "{what}: not found (404): {message}. The object was deleted or renamed meanwhile; check it with kubectl get"
+    )]
+    NotFound {
+        /// The request.
+        what: String,
+        /// The server's message.
+        message: String,
+    },
+    /// 409 that retries did not resolve: the object keeps changing under theseus.
+    #[error(
+        "{what}: conflict (409): {message}. Another client keeps changing the object; find who (kubectl get -o yaml, managedFields) and retry"
+    )]
+    Conflict {
+        /// The request.
+        what: String,
+        /// The server's message.
+        message: String,
+    },
+    /// Any other error status from the API server.
+    #[error("{what} failed: {code}: {message}")]
+    Api {
+        /// The request.
+        what: String,
+        /// HTTP status code.
+        code: u16,
+        /// The server's `Status.reason` and message.
+        message: String,
+    },
+    /// An object or answer theseus cannot use (an answer that does not decode, a malformed
+    /// annotation, an unknown workload kind).
+    #[error("{what}: {message}")]
+    Invalid {
+        /// The object or request.
+        what: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The lock Lease is held by another holder (or is gone): this run no longer owns the
+    /// cluster and must stop acting on it.
+    #[error(
+        "the lock Lease {lease} is {}: this run lost its lock on the cluster and stops. Check that no other theseus run acts on it (kubectl get lease -n {} -o yaml) before resuming",
+        holder.as_ref().map(|h| format!("now held by {h:?}")).unwrap_or_else(|| "gone".into()),
+        lease.split('/').next().unwrap_or_default()
+    )]
+    LeaseLost {
+        /// The Lease, `namespace/name`.
+        lease: String,
+        /// Its holder now; none when the Lease no longer exists.
+        holder: Option<String>,
+    },
+}
+
+fn ops_scope(namespace: Option<&str>) -> String {
+    namespace
+        .map(|ns| format!(" in namespace {ns}"))
+        .unwrap_or_default()
+}
+
+/// The `kubectl auth can-i` command that checks an RBAC permission.
+fn can_i(verb: &str, resource: &str, namespace: Option<&str>) -> String {
+    let res = match resource.split_once('/') {
+        Some((r, sub)) => format!("{r} --subresource={sub}"),
+        None => resource.to_string(),
+    };
+    let ns = namespace.map(|n| format!(" -n {n}")).unwrap_or_default();
+    format!("kubectl auth can-i {verb} {res}{ns}")
+}

@@ -404,6 +404,7 @@ async fn kubeconfig_and_context_errors_name_the_fix() {
     let e = connect(&ClientOptions {
         kubeconfig: Some(missing.clone()),
         context: None,
+        no_retry: false,
     })
     .await
     .unwrap_err();
@@ -418,6 +419,7 @@ async fn kubeconfig_and_context_errors_name_the_fix() {
     let e = connect(&ClientOptions {
         kubeconfig: Some(garbage),
         context: None,
+        no_retry: false,
     })
     .await
     .unwrap_err();
@@ -428,6 +430,7 @@ async fn kubeconfig_and_context_errors_name_the_fix() {
     let e = connect(&ClientOptions {
         kubeconfig: Some(kc.clone()),
         context: Some("staging".into()),
+        no_retry: false,
     })
     .await
     .unwrap_err();
@@ -441,6 +444,7 @@ async fn kubeconfig_and_context_errors_name_the_fix() {
     let ok = connect(&ClientOptions {
         kubeconfig: Some(kc.clone()),
         context: None,
+        no_retry: false,
     })
     .await
     .unwrap();
@@ -449,6 +453,7 @@ async fn kubeconfig_and_context_errors_name_the_fix() {
     let prod = connect(&ClientOptions {
         kubeconfig: Some(kc),
         context: Some("prod".into()),
+        no_retry: false,
     })
     .await
     .unwrap();

@@ -1,8 +1,9 @@
 //! The planner's predictions checked against the simulator, two independent models of
 //! Kubernetes: capture a cluster, plan a maintenance of every node, then carry out each planned
-//! wave in the simulator with `kubectl drain`'s semantics (cordon every node of the wave, evict
-//! every pod that is neither a DaemonSet pod nor a mirror pod through the eviction subresource,
-//! retry a 429 every 5 s up to a timeout, wait for the evicted pods to be gone), wait for the
+//! wave in the simulator with `kubectl drain`'s semantics through `theseus_cluster::Ops` (cordon
+//! every node of the wave, evict every pod that is neither a DaemonSet pod nor a mirror pod
+//! through the eviction subresource, retry a refusal every 5 s up to a timeout, wait for the
+//! evicted pods to be gone), wait for the
 //! replacements to be Ready, power the machines off and on, uncordon. Nothing may break a
 //! PodDisruptionBudget, no pod may stay Pending, and every eviction must succeed.
 
@@ -12,8 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams};
+use theseus_cluster::{DrainOptions, Eviction, Ops, select_for_drain};
 use theseus_model::Migration;
 use theseus_model::plan::{Plan, WaveKind};
 use theseus_plan::{plan, render_text};
@@ -24,6 +24,8 @@ use util::{client, scenario, settle, snapshot, start};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(900);
 /// kubectl drain's pause after a 429.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The run id recorded on the nodes these tests cordon.
+const RUN: &str = "predictions";
 
 fn maintenance() -> Migration {
     Migration::from_yaml(
@@ -32,49 +34,29 @@ fn maintenance() -> Migration {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn is_daemonset_or_mirror(p: &Pod) -> bool {
-    let m = &p.metadata;
-    m.annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
-        || m.owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.controller == Some(true) && o.kind == "DaemonSet")
-}
-
-async fn set_unschedulable(nodes: &Api<Node>, name: &str, on: bool) {
-    let patch = serde_json::json!({"spec": {"unschedulable": on}});
-    nodes
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap_or_else(|e| panic!("cordon {name}: {e}"));
-}
-
-/// Evicts one pod as kubectl drain does: a 429 (a PodDisruptionBudget allows no disruption now)
-/// is retried every 5 s until the deadline. Returns how many times it was refused.
+/// Evicts one pod as kubectl drain does: a refusal (429: a PodDisruptionBudget allows no
+/// disruption now) is retried every 5 s until the deadline. Returns how many times it was
+/// refused.
 async fn evict(
-    pods: Api<Pod>,
-    name: String,
+    ops: &Ops,
+    ns: &str,
+    name: &str,
     deadline: tokio::time::Instant,
 ) -> Result<u32, String> {
     let mut refused = 0;
     loop {
-        match pods.evict(&name, &EvictParams::default()).await {
-            Ok(_) => return Ok(refused),
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(refused),
-            Err(kube::Error::Api(s)) if s.code == 429 => {
+        match ops.evict(ns, name, None).await.map_err(|e| e.to_string())? {
+            Eviction::Evicted | Eviction::Gone => return Ok(refused),
+            Eviction::Blocked { message, .. } => {
                 refused += 1;
                 if tokio::time::Instant::now() >= deadline {
                     return Err(format!(
-                        "eviction of {name} still refused after {} s ({refused} times): {}",
+                        "eviction of {name} still refused after {} s ({refused} times): {message}",
                         DRAIN_TIMEOUT.as_secs(),
-                        s.message
                     ));
                 }
                 tokio::time::sleep(RETRY_AFTER).await;
             }
-            Err(e) => return Err(format!("eviction of {name}: {e}")),
         }
     }
 }
@@ -86,31 +68,33 @@ struct Drained {
     refusals: u32,
 }
 
-/// Cordons every node of the wave, then evicts their pods concurrently and waits until the
-/// evicted pods are gone.
-async fn drain_wave(c: &kube::Client, wave: &[String]) -> Result<Drained, String> {
-    let nodes: Api<Node> = Api::all(c.clone());
+/// Cordons every node of the wave, then evicts their pods concurrently (every pod but
+/// DaemonSet and mirror pods: `--ignore-daemonsets --delete-emptydir-data --force`) and waits
+/// until the evicted pods are gone.
+async fn drain_wave(ops: &Ops, wave: &[String]) -> Result<Drained, String> {
     for n in wave {
-        set_unschedulable(&nodes, n, true).await;
+        ops.cordon(n, RUN).await.map_err(|e| e.to_string())?;
     }
-    let all: Api<Pod> = Api::all(c.clone());
+    let opts = DrainOptions {
+        ignore_daemon_sets: true,
+        delete_empty_dir_data: true,
+        force: true,
+        pod_selector: None,
+    };
     let mut victims = Vec::new();
     for n in wave {
-        let lp = ListParams::default().fields(&format!("spec.nodeName={n}"));
-        let on_node = all.list(&lp).await.map_err(|e| e.to_string())?;
-        victims.extend(
-            on_node
-                .items
-                .into_iter()
-                .filter(|p| !is_daemonset_or_mirror(p)),
-        );
+        let on_node = ops.pods_on_node(n).await.map_err(|e| e.to_string())?;
+        let s = select_for_drain(&on_node, &opts);
+        if !s.refused.is_empty() {
+            return Err(format!("drain of {n} refused: {:?}", s.refused));
+        }
+        victims.extend(s.evict);
+        victims.extend(s.delete_terminal);
     }
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    let evictions = victims.iter().map(|p| {
-        let ns = p.metadata.namespace.clone().unwrap_or_default();
-        let name = p.metadata.name.clone().unwrap_or_default();
-        evict(Api::namespaced(c.clone(), &ns), name, deadline)
-    });
+    let evictions = victims
+        .iter()
+        .map(|p| evict(ops, &p.namespace, &p.name, deadline));
     let mut out = Drained {
         evicted: victims.len(),
         ..Drained::default()
@@ -120,45 +104,34 @@ async fn drain_wave(c: &kube::Client, wave: &[String]) -> Result<Drained, String
     }
     // kubectl waits until each evicted pod (this uid: a StatefulSet reuses the name) is gone.
     for p in &victims {
-        let ns = p.metadata.namespace.clone().unwrap_or_default();
-        let name = p.metadata.name.clone().unwrap_or_default();
-        let uid = p.metadata.uid.clone();
-        let api: Api<Pod> = Api::namespaced(c.clone(), &ns);
-        loop {
-            match api.get_opt(&name).await.map_err(|e| e.to_string())? {
-                Some(now) if now.metadata.uid == uid => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(format!("pod {ns}/{name} was evicted but is still there"));
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                _ => break,
+        while ops
+            .pod_exists(&p.namespace, &p.name, &p.uid)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "pod {}/{} was evicted but is still there",
+                    p.namespace, p.name
+                ));
             }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
     Ok(out)
 }
 
-async fn pending_pods(c: &kube::Client) -> Vec<String> {
-    let pods: Api<Pod> = Api::all(c.clone());
-    let lp = ListParams::default().fields("status.phase=Pending");
-    pods.list(&lp)
+async fn pending_pods(ops: &Ops) -> Vec<String> {
+    ops.pending_pods()
         .await
-        .map(|l| {
-            l.items
-                .iter()
+        .map(|pods| {
+            pods.iter()
                 .map(|p| {
-                    let why = p
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
-                        .and_then(|c| c.message.clone())
-                        .unwrap_or_default();
                     format!(
-                        "{}/{}: {why}",
-                        p.metadata.namespace.as_deref().unwrap_or(""),
-                        p.metadata.name.as_deref().unwrap_or("")
+                        "{}/{}: {}",
+                        p.namespace,
+                        p.name,
+                        p.pending_reason.as_deref().unwrap_or_default()
                     )
                 })
                 .collect()
@@ -177,23 +150,22 @@ fn pdb_violations(sim: &Simulation) -> Vec<String> {
 
 /// Carries out every wave of `p` in the simulator. Returns the pods evicted per wave.
 async fn execute(sim: &Simulation, p: &Plan) -> Vec<Drained> {
-    let c = client(sim);
-    let nodes: Api<Node> = Api::all(c.clone());
+    let ops = Ops::new(client(sim));
     let mut done = Vec::new();
     for w in &p.waves {
         let label = format!("wave {} ({})", w.index, w.nodes.join(", "));
-        let drained = drain_wave(&c, &w.nodes)
+        let drained = drain_wave(&ops, &w.nodes)
             .await
             .unwrap_or_else(|e| panic!("{label}: drain failed: {e}\n{}", render_text(p)));
         if let Err(e) = settle(sim, Duration::from_secs(900)).await {
-            let pending = pending_pods(&c).await;
+            let pending = pending_pods(&ops).await;
             panic!(
                 "{label}: the evicted pods' replacements are not Ready: {e}; pending: {pending:#?}\n{}",
                 render_text(p)
             );
         }
         assert_eq!(
-            pending_pods(&c).await,
+            pending_pods(&ops).await,
             Vec::<String>::new(),
             "{label}: pending pods after the drain"
         );
@@ -210,13 +182,15 @@ async fn execute(sim: &Simulation, p: &Plan) -> Vec<Drained> {
                 .unwrap_or_else(|e| panic!("{label}: power on {n}: {e}"));
         }
         for n in &w.nodes {
-            set_unschedulable(&nodes, n, false).await;
+            ops.uncordon(n)
+                .await
+                .unwrap_or_else(|e| panic!("{label}: uncordon {n}: {e}"));
         }
         settle(sim, Duration::from_secs(900))
             .await
             .unwrap_or_else(|e| panic!("{label}: not settled after the node action: {e}"));
         assert_eq!(
-            pending_pods(&c).await,
+            pending_pods(&ops).await,
             Vec::<String>::new(),
             "{label}: pending pods after the wave"
         );
@@ -293,11 +267,11 @@ async fn planned_waves_drain_in_the_simulator_without_breaking_a_budget() {
 #[tokio::test(start_paused = true)]
 async fn an_unplanned_wave_of_every_worker_is_refused_by_the_simulator() {
     let sim = start(&scenario("waves-pdb-antiaffinity.yaml")).await;
-    let c = client(&sim);
+    let ops = Ops::new(client(&sim));
     let workers: Vec<String> = (1..=8).map(|i| format!("worker-{i}")).collect();
-    let e = drain_wave(&c, &workers).await.unwrap_err();
+    let e = drain_wave(&ops, &workers).await.unwrap_err();
     assert!(e.contains("still refused after 900 s"), "{e}");
-    let pending = pending_pods(&c).await;
+    let pending = pending_pods(&ops).await;
     assert!(
         pending
             .iter()

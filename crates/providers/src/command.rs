@@ -83,7 +83,22 @@ impl CommandProvider {
             Action::Upgrade { kubelet_version } => {
                 env.push(("THESEUS_TARGET_KUBELET_VERSION", kubelet_version.clone()));
             }
-            Action::Reboot => {}
+            Action::Provision {
+                new_node,
+                os_image,
+                kernel_version,
+                kubelet_version,
+            } => {
+                env.push(("THESEUS_NEW_NODE", new_node.clone()));
+                env.push(("THESEUS_TARGET_OS_IMAGE", os_image.clone()));
+                if let Some(k) = kernel_version {
+                    env.push(("THESEUS_TARGET_KERNEL_VERSION", k.clone()));
+                }
+                if let Some(k) = kubelet_version {
+                    env.push(("THESEUS_TARGET_KUBELET_VERSION", k.clone()));
+                }
+            }
+            Action::Reboot | Action::Decommission => {}
         }
         env
     }

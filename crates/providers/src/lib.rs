@@ -50,6 +50,20 @@ pub enum Action {
     Upgrade { kubelet_version: String },
     /// Reboot the machine.
     Reboot,
+    /// Add-before-remove, first half: bring up a new machine that joins the cluster as node
+    /// `new_node` with `os_image` (the engine then waits for it to be Ready before it drains the
+    /// old node).
+    Provision {
+        new_node: String,
+        os_image: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kernel_version: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kubelet_version: Option<String>,
+    },
+    /// Add-before-remove, second half: the old node is drained; delete its Node object and
+    /// power its machine off for good.
+    Decommission,
 }
 
 impl Action {
@@ -59,6 +73,8 @@ impl Action {
             Action::OsMigration { .. } => "os-migration",
             Action::Upgrade { .. } => "upgrade",
             Action::Reboot => "reboot",
+            Action::Provision { .. } => "provision",
+            Action::Decommission => "decommission",
         }
     }
 }
@@ -76,6 +92,21 @@ pub struct Outcome {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub output: String,
     pub seconds: f64,
+}
+
+/// How far an action got, as the provider sees it: what `theseus resume` asks after a crash
+/// between the journal's intent and its result, so that no action runs twice and none is lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ActionProgress {
+    /// Nothing of it happened: run it.
+    NotStarted,
+    /// Under way (a reimage in progress): wait for the node, do not run it again.
+    Running,
+    /// Done: the machine has the target.
+    Finished,
+    /// The provider cannot tell; the engine decides from the Node object.
+    Unknown,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +141,15 @@ pub trait Provider: Send + Sync {
     /// a way the engine can observe through the Kubernetes API (the node going away and coming
     /// back); waiting for the node to be Ready is the engine's job.
     async fn run(&self, node: &NodeTarget, action: &Action) -> Result<Outcome, ProviderError>;
+
+    /// How far `action` on `node` got (see [`ActionProgress`]). The default cannot tell.
+    async fn progress(
+        &self,
+        _node: &NodeTarget,
+        _action: &Action,
+    ) -> Result<ActionProgress, ProviderError> {
+        Ok(ActionProgress::Unknown)
+    }
 }
 
 /// Keeps the last `max` bytes of `s`, cut at a character boundary.

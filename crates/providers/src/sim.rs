@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::{Action, NodeTarget, Outcome, Provider, ProviderError};
+use crate::{Action, ActionProgress, NodeTarget, Outcome, Provider, ProviderError};
 
 type HttpClient =
     hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
@@ -165,6 +165,29 @@ impl SimProvider {
     }
 }
 
+impl SimProvider {
+    /// `GET /sim/v1/{what}` (`probes`, `violations`): the simulator's own measurements, which
+    /// the engine reports when it runs against the simulator.
+    pub async fn control_get(&self, what: &str) -> Result<Value, ProviderError> {
+        let (code, v) = self.call("GET", &format!("/sim/v1/{what}"), None).await?;
+        if code != 200 {
+            return Err(ProviderError::Failed {
+                provider: "sim".into(),
+                message: format!("GET /sim/v1/{what} answered {code}"),
+            });
+        }
+        Ok(v)
+    }
+
+    /// The machine, or None when the simulator has none of that name.
+    async fn machine_opt(&self, node: &str) -> Result<Option<Value>, ProviderError> {
+        let (code, v) = self
+            .call("GET", &format!("/sim/v1/machines/{node}"), None)
+            .await?;
+        Ok((code == 200).then_some(v))
+    }
+}
+
 fn str_of(v: &Value, field: &str) -> String {
     v[field].as_str().unwrap_or("").to_string()
 }
@@ -217,12 +240,73 @@ impl Provider for SimProvider {
                 self.machine_action(&node.name, "power-on", None).await?;
                 "powered off and on, booting".to_string()
             }
+            Action::Provision {
+                new_node,
+                os_image,
+                kernel_version,
+                kubelet_version,
+            } => {
+                if self.machine_opt(new_node).await?.is_none() {
+                    let body = json!({
+                        "name": new_node,
+                        "osImage": os_image,
+                        "kernelVersion": kernel_version.clone().unwrap_or_else(|| str_of(&current, "kernelVersion")),
+                        "kubeletVersion": kubelet_version.clone().unwrap_or_else(|| str_of(&current, "kubeletVersion")),
+                    });
+                    self.machine_action(&node.name, "clone", Some(body)).await?;
+                }
+                self.machine_action(new_node, "power-on", None).await?;
+                format!(
+                    "machine {new_node} ({os_image}) added next to {}, booting",
+                    node.name
+                )
+            }
+            Action::Decommission => {
+                self.machine_action(&node.name, "remove-node", None).await?;
+                self.machine_action(&node.name, "power-off", None).await?;
+                "node removed, machine powered off".to_string()
+            }
         };
         Ok(Outcome {
             summary,
             exit_code: None,
             output: String::new(),
             seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    async fn progress(
+        &self,
+        node: &NodeTarget,
+        action: &Action,
+    ) -> Result<ActionProgress, ProviderError> {
+        if let Action::Provision { new_node, .. } = action {
+            return Ok(match self.machine_opt(new_node).await? {
+                None => ActionProgress::NotStarted,
+                Some(m) if m["power"] == "Off" => ActionProgress::NotStarted,
+                Some(_) => ActionProgress::Finished,
+            });
+        }
+        let Some(m) = self.machine_opt(&node.name).await? else {
+            return Ok(ActionProgress::Unknown);
+        };
+        let reimaging = m["operation"] == "Reimaging";
+        Ok(match action {
+            Action::OsMigration { os_image, .. } if m["osImage"] == os_image.as_str() => {
+                ActionProgress::Finished
+            }
+            Action::Upgrade { kubelet_version }
+                if m["kubeletVersion"] == kubelet_version.as_str() =>
+            {
+                ActionProgress::Finished
+            }
+            Action::OsMigration { .. } | Action::Upgrade { .. } if reimaging => {
+                ActionProgress::Running
+            }
+            Action::OsMigration { .. } | Action::Upgrade { .. } => ActionProgress::NotStarted,
+            Action::Decommission if m["power"] == "Off" => ActionProgress::Finished,
+            Action::Decommission => ActionProgress::NotStarted,
+            Action::Reboot | Action::Provision { .. } => ActionProgress::Unknown,
         })
     }
 }

@@ -50,6 +50,8 @@ struct State {
 pub struct Invariants {
     state: Arc<Mutex<State>>,
     start: Arc<Mutex<Option<tokio::time::Instant>>>,
+    /// The recorder's tasks: they run until [`Invariants::stop`] (the simulation's drop).
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 fn healthy(pod: &Value) -> bool {
@@ -184,6 +186,22 @@ impl Invariants {
         }
     }
 
+    /// Stops recording (the simulation's drop).
+    pub fn stop(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+
+    fn track(&self, t: tokio::task::JoinHandle<()>) {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(t);
+    }
+
     /// Starts recording. `tolerance`: how long a controller may stay below its replicas.
     pub fn spawn(cluster: Cluster, tolerance: Duration) -> Invariants {
         let inv = Invariants::default();
@@ -197,16 +215,18 @@ impl Invariants {
         ] {
             let mut inner = cluster.informer_channel(&r);
             let tx = tx.clone();
-            tokio::spawn(async move {
+            let me = inv.clone();
+            me.track(tokio::spawn(async move {
                 while let Some(c) = inner.recv().await {
                     if tx.send((tag, c)).is_err() {
                         return;
                     }
                 }
-            });
+            }));
         }
         let me = inv.clone();
-        tokio::spawn(async move {
+        let tracker = inv.clone();
+        tracker.track(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
@@ -218,7 +238,7 @@ impl Invariants {
                     _ = tick.tick() => me.check_controllers(tolerance),
                 }
             }
-        });
+        }));
         inv
     }
 

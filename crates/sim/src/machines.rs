@@ -247,6 +247,34 @@ pub struct MachineStatus {
     pub system_uuid: String,
     /// Boots completed in the simulation.
     pub boots: u64,
+    /// Reimage requests accepted (a refused one, e.g. while another runs, does not count).
+    #[serde(default)]
+    pub reimages: u64,
+    /// Power-off requests that cut the power of a running or booting machine (a crash fault
+    /// counts; the power-off a reimage implies does not).
+    #[serde(default)]
+    pub power_offs: u64,
+    /// `remove-node` requests that deleted a Node object (not those that found none).
+    #[serde(default)]
+    pub node_removals: u64,
+}
+
+/// Body of `POST /sim/v1/machines/{name}/clone`: a new machine with the hardware, labels, taints,
+/// roles, zone and timing of `{name}`, powered off, with its own name (and address, assigned when
+/// not given); the fields given replace the installed software. For add-before-remove: the new
+/// node next to the one it replaces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloneMachine {
+    pub name: String,
+    #[serde(default)]
+    pub os_image: Option<String>,
+    #[serde(default)]
+    pub kernel_version: Option<String>,
+    #[serde(default)]
+    pub kubelet_version: Option<String>,
+    #[serde(default, rename = "internalIP")]
+    pub internal_ip: Option<String>,
 }
 
 /// Body of `POST /sim/v1/machines/{name}/failure`.
@@ -376,6 +404,12 @@ pub struct Machine {
     pub machine_id: String,
     pub system_uuid: String,
     pub boots: u64,
+    /// Reimage requests accepted.
+    pub reimages: u64,
+    /// Power-off requests that cut the power of a running or booting machine.
+    pub power_offs: u64,
+    /// `remove-node` requests that deleted the Node object.
+    pub node_removals: u64,
     /// Whether the running OS booted inside the simulation (then pods found on the node at
     /// kubelet start have died and restart); false for machines added `On`, whose running pods
     /// are adopted.
@@ -473,6 +507,9 @@ impl Machine {
             machine_id: self.machine_id.clone(),
             system_uuid: self.system_uuid.clone(),
             boots: self.boots,
+            reimages: self.reimages,
+            power_offs: self.power_offs,
+            node_removals: self.node_removals,
         }
     }
 
@@ -624,6 +661,9 @@ impl Machines {
             machine_id: String::new(),
             system_uuid: su,
             boots: 0,
+            reimages: 0,
+            power_offs: 0,
+            node_removals: 0,
             booted_in_sim: false,
             reimage: None,
             epoch: 0,
@@ -687,6 +727,7 @@ impl Machines {
                 m.power = PowerState::Off;
                 m.since = now;
                 m.epoch += 1;
+                m.power_offs += 1;
                 self.changed(&mut st, name);
             }
         }
@@ -785,6 +826,7 @@ impl Machines {
             m.since = now.clone();
         }
         m.epoch += 1;
+        m.reimages += 1;
         let epoch = m.epoch;
         let boot_after = r.power_on.unwrap_or(true);
         m.reimage = Some((r, boot_after, now));
@@ -839,20 +881,53 @@ impl Machines {
             return Err(MachineError::NotFound(name.to_string()));
         }
         let c = &self.shared.cluster;
-        match c
+        let deleted = match c
             .delete(&c.res.nodes, "", name, &DeleteOptions::default())
             .await
         {
-            Ok(_) => {}
-            Err(e) if e.code == 404 => {}
+            Ok(_) => true,
+            Err(e) if e.code == 404 => false,
             Err(e) => return Err(MachineError::Api(e)),
-        }
+        };
         {
             let mut st = self.lock();
+            if let Some(m) = st.machines.get_mut(name).filter(|_| deleted) {
+                m.node_removals += 1;
+            }
             self.changed(&mut st, name);
         }
         self.get(name)
             .ok_or_else(|| MachineError::NotFound(name.to_string()))
+    }
+
+    /// Adds a machine like `from` (see [`CloneMachine`]), powered off.
+    pub fn clone_machine(
+        &self,
+        from: &str,
+        c: CloneMachine,
+    ) -> Result<MachineStatus, MachineError> {
+        let mut spec = self
+            .lock()
+            .machines
+            .get(from)
+            .map(|m| m.spec.clone())
+            .ok_or_else(|| MachineError::NotFound(from.to_string()))?;
+        spec.name = c.name;
+        spec.hostname = String::new();
+        spec.pod_cidr = String::new();
+        spec.internal_ip = c.internal_ip.unwrap_or_default();
+        if let Some(o) = c.os_image {
+            spec.os_image = o;
+        }
+        if let Some(k) = c.kernel_version {
+            spec.kernel_version = k;
+        }
+        if let Some(k) = c.kubelet_version {
+            spec.kubelet_version = k;
+        }
+        spec.failure = FailureMode::None;
+        spec.power = Some(PowerState::Off);
+        self.add_machine(spec)
     }
 
     /// Sets (or clears, with [`FailureMode::None`]) the machine's failure mode.
@@ -908,6 +983,7 @@ impl Machines {
     /// - `POST /sim/v1/machines/{name}/reimage` (a [`Reimage`]: `{osImage, kernelVersion,
     ///   kubeletVersion}`)
     /// - `POST /sim/v1/machines/{name}/failure` (a [`SetFailure`]: `{"failure": "NotReady"}`)
+    /// - `POST /sim/v1/machines/{name}/clone` (a [`CloneMachine`]: a new machine like it, off)
     pub async fn handle<S: AsRef<str>>(
         &self,
         method: &str,
@@ -939,6 +1015,9 @@ impl Machines {
                     "power-off" => self.power_off(name),
                     "power-on" => self.power_on(name),
                     "remove-node" => self.remove_node(name).await,
+                    "clone" => {
+                        parse_body::<CloneMachine>(body).and_then(|c| self.clone_machine(name, c))
+                    }
                     "reimage" => parse_body::<Reimage>(body).and_then(|r| self.reimage(name, r)),
                     "failure" => parse_body::<SetFailure>(body)
                         .and_then(|f| self.set_failure(name, f.failure)),
@@ -951,7 +1030,7 @@ impl Machines {
                 _,
                 [
                     _,
-                    "power-off" | "power-on" | "remove-node" | "reimage" | "failure",
+                    "power-off" | "power-on" | "remove-node" | "reimage" | "failure" | "clone",
                 ],
             ) => {
                 return (

@@ -73,6 +73,9 @@ struct ServiceState {
 #[derive(Clone, Default)]
 pub struct Probes {
     state: Arc<Mutex<BTreeMap<(String, String), ServiceState>>>,
+    /// The synthetic clients and the endpoint recorder: they run until [`Probes::stop`] (the
+    /// simulation's drop), not forever.
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Probes {
@@ -83,6 +86,22 @@ impl Probes {
     /// The current results of every probe, in (namespace, service) order.
     pub fn reports(&self) -> Vec<ProbeReport> {
         self.lock().values().map(|s| s.report.clone()).collect()
+    }
+
+    /// Stops the synthetic clients.
+    pub fn stop(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+
+    fn track(&self, t: tokio::task::JoinHandle<()>) {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(t);
     }
 
     /// Clears counters and timelines (e.g. after a cluster settled, before the measured run).
@@ -163,7 +182,8 @@ pub fn spawn(
     {
         let probes = probes.clone();
         let mut rx = cluster.informer_channel(&cluster.res.endpoints);
-        tokio::spawn(async move {
+        let me = probes.clone();
+        me.track(tokio::spawn(async move {
             while let Some(change) = rx.recv().await {
                 let now = tokio::time::Instant::now();
                 let mut st = probes.lock();
@@ -195,13 +215,14 @@ pub fn spawn(
                     Change::Event(e) => record(&e.object.value, e.kind == EventType::Deleted),
                 }
             }
-        });
+        }));
     }
     for spec in specs {
         let probes = probes.clone();
         let liveness = liveness.clone();
         let period = Duration::from_secs_f64(1.0 / spec.rate_per_second.max(0.001));
-        tokio::spawn(async move {
+        let me = probes.clone();
+        me.track(tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let key = (spec.namespace.clone(), spec.service.clone());
@@ -278,7 +299,7 @@ pub fn spawn(
                     }
                 }
             }
-        });
+        }));
     }
     probes
 }

@@ -39,6 +39,8 @@ type Tasks = Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
 
 impl Drop for Simulation {
     fn drop(&mut self) {
+        self.probes.stop();
+        self.invariants.stop();
         for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             t.abort();
         }

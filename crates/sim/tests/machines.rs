@@ -644,6 +644,67 @@ async fn remove_node_deletes_the_node_and_the_next_boot_registers_it_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn action_counters_count_power_offs_reimages_and_node_removals() {
+    let s = sim().await;
+    let st = s.up(spec("w-1")).await;
+    assert_eq!((st.power_offs, st.reimages, st.node_removals), (0, 0, 0));
+
+    // A power-off of a running machine counts; a second one on an Off machine does not.
+    s.m.power_off("w-1").unwrap();
+    s.m.power_off("w-1").unwrap();
+    assert_eq!(s.m.get("w-1").unwrap().power_offs, 1);
+
+    // remove-node counts only when it deleted a Node.
+    s.m.remove_node("w-1").await.unwrap();
+    assert!(s.node("w-1").await.is_none());
+    s.m.remove_node("w-1").await.unwrap();
+    assert_eq!(s.m.get("w-1").unwrap().node_removals, 1);
+
+    // An accepted reimage counts (its implied power-off does not); a refused one does not.
+    let r = Reimage::new("Ubuntu 22.04.4 LTS", "5.15.0-119-generic", "v1.34.0");
+    s.m.reimage("w-1", r.clone()).unwrap();
+    assert!(
+        s.m.reimage("w-1", r.clone()).is_err(),
+        "one reimage at a time"
+    );
+    assert!(
+        s.m.reimage("w-1", Reimage::new("", "", "")).is_err(),
+        "invalid"
+    );
+    sleep(secs(120.0 + 30.5)).await;
+    let st = s.m.get("w-1").unwrap();
+    assert_eq!(st.power, PowerState::On);
+    assert!(s.node("w-1").await.is_some(), "registered again at boot");
+    assert_eq!((st.power_offs, st.reimages, st.node_removals), (1, 1, 1));
+
+    // A reimage of a running machine does not count as a power-off.
+    s.m.reimage("w-1", r).unwrap();
+    let st = s.m.get("w-1").unwrap();
+    assert_eq!((st.power_offs, st.reimages, st.node_removals), (1, 2, 1));
+
+    // The control API serializes them in camelCase.
+    let (code, body) =
+        s.m.handle("GET", &["sim", "v1", "machines", "w-1"], b"")
+            .await;
+    assert_eq!(code, 200);
+    assert_eq!(body["reimages"], 2);
+    assert_eq!(body["powerOffs"], 1);
+    assert_eq!(body["nodeRemovals"], 1);
+    let (code, body) =
+        s.m.handle(
+            "POST",
+            &["sim", "v1", "machines", "w-1", "remove-node"],
+            b"",
+        )
+        .await;
+    assert_eq!((code, body["nodeRemovals"].as_i64()), (200, Some(2)));
+    let (code, body) =
+        s.m.handle("POST", &["sim", "v1", "machines", "nope", "power-off"], b"")
+            .await;
+    assert_eq!(code, 404, "{body}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_kubelet_restores_readiness_that_others_overwrote() {
     let s = sim().await;
     s.up(spec("w-1")).await;
