@@ -177,10 +177,7 @@ type Wiring = (Arc<dyn Provider>, Option<Arc<dyn Availability>>);
 
 /// The provider and the availability source the spec asks for, against the cluster at
 /// `server`.
-fn provider_for(
-    migration: &Migration,
-    server: &str,
-) -> Result<Wiring> {
+fn provider_for(migration: &Migration, server: &str) -> Result<Wiring> {
     let Some(p) = &migration.spec.provider else {
         return Err(bad(
             "spec.provider is required to apply a migration: `type: command` with `command.run` (a script that reinstalls the machine), or `type: sim` against `theseus sim serve`".into(),

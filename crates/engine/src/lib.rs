@@ -1,7 +1,7 @@
 //! theseus-engine: carries out a migration plan on a live cluster.
 //!
 //! A run takes the plan's waves in order and the nodes of a wave in parallel. Each node goes
-//! through a [step](step) — cordon, drain with kubectl drain's semantics (surging single-replica
+//! through a [step](step) — cordon, [drain](drain) with kubectl drain's semantics (surging single-replica
 //! Deployments first so that they never go down), wait for the replacements, act on the machine
 //! through a [`Provider`](theseus_providers::Provider), wait for the node to come back, uncordon —
 //! with every phase written to the [journal](theseus_journal) before and after it acts. Between
@@ -16,6 +16,7 @@
 
 pub mod availability;
 pub mod clock;
+pub mod drain;
 pub mod error;
 pub mod events;
 pub mod report;
@@ -24,6 +25,7 @@ mod step;
 pub mod twin;
 
 pub use availability::{Availability, HttpProbes, SimAvailability};
+pub use drain::{DrainEvent, DrainStats, Drainer};
 pub use error::{EngineError, StepError};
 pub use events::{Event, EventSink, Stamped, discard};
 pub use report::{NodeLeft, ProbeResult, Report};

@@ -37,6 +37,10 @@ pub struct EngineOptions {
     pub slo_window: Duration,
     /// Gates between waves wait at most this long before the run pauses.
     pub gate_timeout: Duration,
+    /// After a surge replica is Ready, how long to wait before the old pod goes: Service
+    /// endpoints take a moment to reach every kube-proxy, and until then clients still route
+    /// to the old pod only.
+    pub endpoint_settle: Duration,
 }
 
 impl Default for EngineOptions {
@@ -49,6 +53,7 @@ impl Default for EngineOptions {
             slo_max_failure_rate: Some(0.01),
             slo_window: Duration::from_secs(60),
             gate_timeout: Duration::from_secs(600),
+            endpoint_settle: Duration::from_secs(5),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! One node's step: cordon → drain (surge single-replica Deployments, evict the rest, a 429 is a
-//! named PodDisruptionBudget blocking it) → replacements Ready elsewhere → node action through
+//! One node's step: cordon → drain ([`Drainer`]: surge single-replica Deployments, evict the
+//! rest, a 429 is a named PodDisruptionBudget blocking it) → replacements Ready elsewhere → node action through
 //! the provider → node back (Ready, target OS or kubelet, same name and IP) → uncordon; or, for
 //! add-before-remove: provision a new node → it joins → cordon and drain the old one →
 //! decommission it → its Node object is gone.
@@ -10,18 +10,18 @@
 //! completed and none is skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::join_all;
 use serde_json::{Value, json};
-use theseus_cluster::{DrainOptions, Eviction, NodeState, PodState, select_for_drain};
+use theseus_cluster::NodeState;
 use theseus_journal::{Entry, Mark};
 use theseus_model::spec::StrategyType;
 use theseus_providers::{Action, ActionProgress, NodeTarget};
 use tokio::time::Instant;
 
+use crate::drain::{DrainEvent, Drainer};
 use crate::error::StepError;
 use crate::events::Event;
 use crate::run::Ctx;
@@ -34,9 +34,6 @@ pub(crate) enum StepOutcome {
     Stopped(String),
     Failed(StepError),
 }
-
-/// kubectl drain's pause after a refused eviction.
-const EVICTION_RETRY: Duration = Duration::from_secs(5);
 
 /// What the journal says about a node.
 struct History {
@@ -657,339 +654,97 @@ impl<'a> Step<'a> {
     // ------------------------------------------------------------------------------------
     // drain
 
-    /// Drains the node with kubectl drain's semantics and waits for the evicted pods'
-    /// replacements to be Ready elsewhere.
+    /// Drains the node with kubectl drain's semantics (see [`Drainer`]) and waits for the
+    /// evicted pods' replacements to be Ready elsewhere.
     async fn drain_and_wait(&self) -> Result<(), StepError> {
         self.mark("drain", Mark::Intent, json!({}))?;
-        let owners = self.drain().await?;
+        // The blocking budgets last shown per pod: a refusal is journaled and shown when they
+        // change, counted every time.
+        let shown: Mutex<BTreeMap<String, Vec<String>>> = Mutex::default();
+        let on_event = |e: DrainEvent| self.on_drain_event(e, &shown);
+        let drainer = self.drainer(&on_event);
+        let owners = drainer.drain(&self.node).await?.owners;
         self.mark(
             "drain",
             Mark::Done,
             json!({"owners": owners.iter().map(|(k, ns, n)| format!("{k} {ns}/{n}")).collect::<Vec<_>>()}),
         )?;
         if self.ctx.migration.spec.gates.pods_ready && !owners.is_empty() {
-            self.wait_replacements(&owners).await?;
+            self.mark("replacements", Mark::Intent, json!({}))?;
+            self.phase(
+                "replacements",
+                format!("waiting for {} workloads to be Ready again", owners.len()),
+            );
+            drainer.wait_replacements(&self.node, &owners).await?;
+            self.mark("replacements", Mark::Done, json!({}))?;
         }
         Ok(())
     }
 
-    async fn drain(&self) -> Result<BTreeSet<(String, String, String)>, StepError> {
-        let policy = &self.ctx.migration.spec.drain;
-        let opts = DrainOptions {
-            ignore_daemon_sets: policy.ignore_daemon_sets,
-            delete_empty_dir_data: policy.delete_empty_dir_data,
-            force: policy.force,
-            pod_selector: policy.pod_selector.as_deref().map(parse_selector),
-        };
-        let pods = self
-            .ctx
-            .ops
-            .pods_on_node(&self.node)
-            .await
-            .map_err(|e| self.api(e))?;
-        let sel = select_for_drain(&pods, &opts);
-        if !sel.refused.is_empty() {
-            return Err(StepError::DrainRefused {
-                node: self.node.clone(),
-                reasons: sel
-                    .refused
-                    .iter()
-                    .map(|(p, why)| format!("{}/{}: {why}", p.namespace, p.name))
-                    .collect(),
-            });
-        }
-        let grace = (policy.grace_period_seconds >= 0).then_some(policy.grace_period_seconds);
-        let drain_limit = policy.timeout.0;
-        let deadline = Instant::now() + Duration::from_secs(drain_limit);
-        self.phase(
-            "drain",
-            format!(
-                "{} pods to move, {} skipped",
-                sel.evict.len() + sel.delete_terminal.len(),
-                sel.skipped.len()
-            ),
-        );
-        // Who owns what we move: their replacements are waited for.
-        let mut owners = BTreeSet::new();
-        let mut surges: BTreeMap<String, (String, PodState)> = BTreeMap::new();
-        let mut evict = Vec::new();
-        for p in &sel.evict {
-            let Some(c) = &p.controller else {
-                evict.push(p.clone());
-                continue;
-            };
-            if c.kind == "ReplicaSet" {
-                let dep = self
-                    .ctx
-                    .ops
-                    .deployment_of_replicaset(&p.namespace, &c.name)
-                    .await
-                    .map_err(|e| self.api(e))?;
-                if let Some(dep) = dep {
-                    let single = self.ctx.migration.spec.surge.single_replica_deployments
-                        && self
-                            .ctx
-                            .ops
-                            .workload("Deployment", &p.namespace, &dep)
-                            .await
-                            .map_err(|e| self.api(e))?
-                            .is_some_and(|w| w.desired == 1);
-                    if single && !surges.contains_key(&format!("{}/{dep}", p.namespace)) {
-                        owners.insert(("Deployment".into(), p.namespace.clone(), dep.clone()));
-                        surges.insert(format!("{}/{dep}", p.namespace), (dep, p.clone()));
-                        continue;
-                    }
-                }
-            }
-            owners.insert((c.kind.clone(), p.namespace.clone(), c.name.clone()));
-            evict.push(p.clone());
-        }
-        let surge_futs = surges
-            .values()
-            .map(|(dep, pod)| self.surge(dep, pod, deadline));
-        let evict_futs = evict.iter().map(|p| self.evict(p, grace, deadline));
-        let delete_futs = sel.delete_terminal.iter().map(|p| async move {
-            self.ctx
-                .ops
-                .delete_pod(&p.namespace, &p.name, grace)
-                .await
-                .map(|_| ())
-                .map_err(|e| self.api(e))
-        });
-        let (surged, evicted, deleted) = futures::join!(
-            join_all(surge_futs),
-            join_all(evict_futs),
-            join_all(delete_futs)
-        );
-        let mut blocked_pods = Vec::new();
-        let mut blocked_pdbs = BTreeSet::new();
-        for r in surged.into_iter().chain(deleted) {
-            r?;
-        }
-        for r in evicted {
-            match r {
-                Ok(()) => {}
-                Err(Blocked { pod, pdbs }) if !pod.is_empty() => {
-                    blocked_pods.push(pod);
-                    blocked_pdbs.extend(pdbs);
-                }
-                Err(Blocked { pdbs, .. }) => {
-                    return Err(StepError::Api {
-                        node: self.node.clone(),
-                        message: pdbs.join("; "),
-                    });
-                }
-            }
-        }
-        if !blocked_pods.is_empty() {
-            return Err(StepError::DrainTimeout {
-                node: self.node.clone(),
-                seconds: drain_limit,
-                pods: blocked_pods,
-                pdbs: blocked_pdbs.into_iter().collect(),
-            });
-        }
-        // Wait for every moved pod to be gone (graceful termination), as kubectl drain does.
-        let moved: Vec<&PodState> = sel
-            .evict
-            .iter()
-            .chain(sel.delete_terminal.iter())
-            .chain(
-                sel.skipped
-                    .iter()
-                    .filter(|(p, _)| p.deleting)
-                    .map(|(p, _)| p),
-            )
-            .collect();
-        for p in moved {
-            loop {
-                let exists = self
-                    .ctx
-                    .ops
-                    .pod_exists(&p.namespace, &p.name, &p.uid)
-                    .await
-                    .map_err(|e| self.api(e))?;
-                if !exists {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err(StepError::Timeout {
-                        node: self.node.clone(),
-                        seconds: drain_limit,
-                        what: format!("pod {}/{} to terminate", p.namespace, p.name),
-                    });
-                }
-                tokio::time::sleep(self.ctx.options.poll).await;
-            }
-        }
-        Ok(owners)
-    }
-
-    /// Moves the pod of a single-replica Deployment with no gap: one more replica first (it
-    /// starts elsewhere, the node is cordoned), then, once it is Ready, back to one replica with
-    /// the old pod marked to be the one removed.
-    async fn surge(
-        &self,
-        deployment: &str,
-        pod: &PodState,
-        deadline: Instant,
-    ) -> Result<(), StepError> {
-        let ns = &pod.namespace;
-        self.phase(
-            "surge",
-            format!("{ns}/{deployment}: starting a replacement first"),
-        );
-        let original = self
-            .ctx
-            .ops
-            .surge_start(ns, deployment, &self.ctx.run_id, &self.node)
-            .await
-            .map_err(|e| self.api(e))?;
-        self.ctx.surged.fetch_add(1, Ordering::SeqCst);
-        let limit = self.ctx.migration.spec.timeouts.pods_ready.0;
-        let ready_deadline = (Instant::now() + Duration::from_secs(limit)).min(deadline);
-        loop {
-            let w = self
-                .ctx
-                .ops
-                .workload("Deployment", ns, deployment)
-                .await
-                .map_err(|e| self.api(e))?;
-            match w {
-                None => return Ok(()),
-                Some(w) if w.ready > original => break,
-                Some(_) => {}
-            }
-            if Instant::now() >= ready_deadline {
-                let _ = self.ctx.ops.surge_end(ns, deployment, None).await;
-                return Err(StepError::Timeout {
-                    node: self.node.clone(),
-                    seconds: limit,
-                    what: format!(
-                        "the surge replica of Deployment {ns}/{deployment} to be Ready (the Deployment was scaled back)"
-                    ),
-                });
-            }
-            tokio::time::sleep(self.ctx.options.poll).await;
-        }
-        self.ctx
-            .ops
-            .surge_end(ns, deployment, Some(&pod.name))
-            .await
-            .map_err(|e| self.api(e))?;
-        Ok(())
-    }
-
-    /// Evicts one pod, retrying refusals (429) until the deadline.
-    async fn evict(
-        &self,
-        p: &PodState,
-        grace: Option<i64>,
-        deadline: Instant,
-    ) -> Result<(), Blocked> {
-        let name = format!("{}/{}", p.namespace, p.name);
-        let fail = |m: String| Blocked {
-            pod: String::new(),
-            pdbs: vec![m],
-        };
-        if self.ctx.migration.spec.drain.disable_eviction {
-            return self
-                .ctx
-                .ops
-                .delete_pod(&p.namespace, &p.name, grace)
-                .await
-                .map(|_| ())
-                .map_err(|e| fail(format!("{}: delete {name}: {e}", self.node)));
-        }
-        let mut shown: Option<Vec<String>> = None;
-        loop {
-            match self.ctx.ops.evict(&p.namespace, &p.name, grace).await {
-                Ok(Eviction::Evicted) => {
-                    self.ctx.evictions.fetch_add(1, Ordering::SeqCst);
-                    return Ok(());
-                }
-                Ok(Eviction::Gone) => return Ok(()),
-                Ok(Eviction::Blocked { pdbs, message }) => {
-                    self.ctx.refused.fetch_add(1, Ordering::SeqCst);
-                    if shown.as_ref() != Some(&pdbs) {
-                        let reason = if pdbs.is_empty() {
-                            message.clone()
-                        } else {
-                            format!("blocked by PDB {} (disruptionsAllowed 0)", pdbs.join(", "))
-                        };
-                        let _ = self.mark(
-                            "blocked",
-                            Mark::Info,
-                            json!({"pod": name, "pdbs": pdbs, "message": message}),
-                        );
-                        self.ctx.emit(Event::Blocked {
-                            node: self.node.clone(),
-                            wave: self.wave,
-                            pod: name.clone(),
-                            pdbs: pdbs.clone(),
-                            reason,
-                        });
-                        shown = Some(pdbs.clone());
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(Blocked { pod: name, pdbs });
-                    }
-                    tokio::time::sleep(EVICTION_RETRY).await;
-                }
-                Err(e) => return Err(fail(format!("{}: evict {name}: {e}", self.node))),
-            }
+    fn drainer<'d>(&'d self, on_event: &'d (dyn Fn(DrainEvent) + Send + Sync)) -> Drainer<'d> {
+        let spec = &self.ctx.migration.spec;
+        Drainer {
+            ops: &self.ctx.ops,
+            policy: &spec.drain,
+            surge_single_replica: spec.surge.single_replica_deployments,
+            run_id: &self.ctx.run_id,
+            poll: self.ctx.options.poll,
+            pods_ready_timeout: Duration::from_secs(spec.timeouts.pods_ready.0),
+            on_event,
         }
     }
 
-    async fn wait_replacements(
-        &self,
-        owners: &BTreeSet<(String, String, String)>,
-    ) -> Result<(), StepError> {
-        self.mark("replacements", Mark::Intent, json!({}))?;
-        self.phase(
-            "replacements",
-            format!("waiting for {} workloads to be Ready again", owners.len()),
-        );
-        let limit = self.ctx.migration.spec.timeouts.pods_ready.0;
-        let deadline = Instant::now() + Duration::from_secs(limit);
-        loop {
-            let mut short = Vec::new();
-            for (kind, ns, name) in owners {
-                if let Some(w) = self
-                    .ctx
-                    .ops
-                    .workload(kind, ns, name)
-                    .await
-                    .map_err(|e| self.api(e))?
-                    && w.ready < w.desired
+    /// A drain's progress: counters, phases, and blocked evictions in the journal.
+    fn on_drain_event(&self, e: DrainEvent, shown: &Mutex<BTreeMap<String, Vec<String>>>) {
+        match e {
+            DrainEvent::Started { to_move, skipped } => {
+                self.phase(
+                    "drain",
+                    format!("{to_move} pods to move, {skipped} skipped"),
+                );
+            }
+            DrainEvent::Surge {
+                namespace,
+                deployment,
+            } => {
+                self.ctx.surged.fetch_add(1, Ordering::SeqCst);
+                self.phase(
+                    "surge",
+                    format!("{namespace}/{deployment}: starting a replacement first"),
+                );
+            }
+            DrainEvent::Evicted { .. } => {
+                self.ctx.evictions.fetch_add(1, Ordering::SeqCst);
+            }
+            DrainEvent::Blocked { pod, pdbs, message } => {
+                self.ctx.refused.fetch_add(1, Ordering::SeqCst);
                 {
-                    short.push(format!(
-                        "{kind} {ns}/{name} {}/{} Ready",
-                        w.ready, w.desired
-                    ));
+                    let mut shown = shown.lock().unwrap_or_else(|p| p.into_inner());
+                    if shown.get(&pod) == Some(&pdbs) {
+                        return;
+                    }
+                    shown.insert(pod.clone(), pdbs.clone());
                 }
-            }
-            if short.is_empty() {
-                self.mark("replacements", Mark::Done, json!({}))?;
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(StepError::Timeout {
+                let reason = if pdbs.is_empty() {
+                    message.clone()
+                } else {
+                    format!("blocked by PDB {} (disruptionsAllowed 0)", pdbs.join(", "))
+                };
+                let _ = self.mark(
+                    "blocked",
+                    Mark::Info,
+                    json!({"pod": pod, "pdbs": pdbs, "message": message}),
+                );
+                self.ctx.emit(Event::Blocked {
                     node: self.node.clone(),
-                    seconds: limit,
-                    what: format!("replacements to be Ready: {}", short.join(", ")),
+                    wave: self.wave,
+                    pod,
+                    pdbs,
+                    reason,
                 });
             }
-            tokio::time::sleep(self.ctx.options.poll).await;
         }
     }
-}
-
-/// An eviction that ended without success: blocked by PDBs at the deadline (`pod` set), or
-/// another error (`pod` empty, the message in `pdbs`).
-struct Blocked {
-    pod: String,
-    pdbs: Vec<String>,
 }
 
 fn target_of(n: &NodeState) -> NodeTarget {
@@ -997,31 +752,5 @@ fn target_of(n: &NodeState) -> NodeTarget {
         name: n.name.clone(),
         internal_ip: n.internal_ip.clone(),
         roles: n.roles.clone(),
-    }
-}
-
-/// `k=v,k2=v2` (drain's `--pod-selector`, equality only).
-fn parse_selector(s: &str) -> BTreeMap<String, String> {
-    s.split(',')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((
-                k.trim().trim_end_matches('=').to_string(),
-                v.trim().trim_start_matches('=').to_string(),
-            ))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn selectors_parse_equality_pairs() {
-        let m = parse_selector("app=web, tier==front");
-        assert_eq!(m.get("app").map(String::as_str), Some("web"));
-        assert_eq!(m.get("tier").map(String::as_str), Some("front"));
-        assert_eq!(m.len(), 2);
     }
 }
