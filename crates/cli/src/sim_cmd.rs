@@ -83,8 +83,15 @@ fn speed_up(e: &mut Expanded, speed: f64) {
         &mut t.jitter_seconds,
         &mut t.pod_startup_seconds,
         &mut t.pod_exit_seconds,
+        &mut t.endpoint_propagation_seconds,
     ] {
         *d /= speed;
+    }
+    // Per-workload start-up and exit times (pod template annotations), so that every duration
+    // keeps its proportion to the others (a pod's exit against the endpoint propagation decides
+    // whether a client sees a failure).
+    for m in &mut e.manifests {
+        scale_annotations(m, speed);
     }
     // Fault times too (atSeconds, downSeconds, latencySeconds, ...).
     for f in &mut e.faults {
@@ -95,6 +102,27 @@ fn speed_up(e: &mut Expanded, speed: f64) {
                 }
             }
         }
+    }
+}
+
+fn scale_annotations(v: &mut Value, speed: f64) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if matches!(
+                    k.as_str(),
+                    "sim.theseus.io/startup-seconds" | "sim.theseus.io/exit-seconds"
+                ) {
+                    if let Some(n) = x.as_str().and_then(|s| s.parse::<f64>().ok()) {
+                        *x = json!((n / speed).to_string());
+                    }
+                } else {
+                    scale_annotations(x, speed);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| scale_annotations(x, speed)),
+        _ => {}
     }
 }
 

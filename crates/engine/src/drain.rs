@@ -75,6 +75,9 @@ pub struct Drainer<'a> {
     pub poll: Duration,
     /// How long a surge replica, and the replacements, may take to be Ready.
     pub pods_ready_timeout: Duration,
+    /// After a surge replica is Ready, wait this long before the old pod goes (endpoints
+    /// reaching every kube-proxy).
+    pub endpoint_settle: Duration,
     /// Progress.
     pub on_event: &'a (dyn Fn(DrainEvent) + Send + Sync),
 }
@@ -342,6 +345,8 @@ impl Drainer<'_> {
             }
             tokio::time::sleep(self.poll).await;
         }
+        // Until every kube-proxy routes to the new replica, clients reach only the old one.
+        tokio::time::sleep(self.endpoint_settle).await;
         self.ops
             .surge_end(ns, deployment, Some(&pod.name))
             .await

@@ -23,6 +23,7 @@ pub mod report;
 mod run;
 mod step;
 pub mod twin;
+pub mod whatif;
 
 pub use availability::{Availability, HttpProbes, SimAvailability};
 pub use drain::{DrainEvent, DrainStats, Drainer};

@@ -399,6 +399,34 @@ impl Engine {
             resumed,
             already_done: done.len(),
         });
+        // Manual approval: a resume approves the wave the run paused for.
+        let mut approved: BTreeSet<u32> = BTreeSet::new();
+        let mut pending = None;
+        for e in entries
+            .iter()
+            .filter(|e| e.node.is_none() && e.phase == "approval")
+        {
+            match e.mark {
+                Mark::Done => {
+                    approved.extend(e.wave);
+                    pending = None;
+                }
+                Mark::Intent => pending = e.wave,
+                _ => {}
+            }
+        }
+        if let Some(w) = pending {
+            ctx.journal.append(&Entry {
+                seq: 0,
+                at: ctx.clock.rfc3339(),
+                node: None,
+                wave: Some(w),
+                phase: "approval".into(),
+                mark: Mark::Done,
+                detail: json!({"by": "resume"}),
+            })?;
+            approved.insert(w);
+        }
         let mut history: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for e in entries {
             if let Some(n) = &e.node {
@@ -413,6 +441,26 @@ impl Engine {
             }
             if let Some(stop) = self.check_requests()? {
                 return Ok(stop);
+            }
+            if self.needs_approval(wave) && !approved.contains(&wave.index) {
+                ctx.journal.append(&Entry {
+                    seq: 0,
+                    at: ctx.clock.rfc3339(),
+                    node: None,
+                    wave: Some(wave.index),
+                    phase: "approval".into(),
+                    mark: Mark::Intent,
+                    detail: json!({}),
+                })?;
+                let reason = format!(
+                    "manual approval required before wave {} ({}): review with `theseus status`, then approve with `theseus resume`",
+                    wave.index,
+                    wave.nodes.join(", ")
+                );
+                ctx.emit(Event::Paused {
+                    reason: reason.clone(),
+                });
+                return Ok((RunState::Paused, Some(reason)));
             }
             if !first {
                 if let Err(why) = self.gates(wave.index).await {
@@ -497,6 +545,19 @@ impl Engine {
             }
         }
         Ok((RunState::Completed, None))
+    }
+
+    /// Whether `gates.manualApproval` asks for an approval before `wave`.
+    fn needs_approval(&self, wave: &theseus_model::plan::Wave) -> bool {
+        use theseus_model::spec::ManualApproval;
+        match self.ctx.migration.spec.gates.manual_approval {
+            ManualApproval::Never => false,
+            ManualApproval::FirstWave => {
+                self.ctx.plan.waves.first().map(|w| w.index) == Some(wave.index)
+            }
+            ManualApproval::EveryWave => true,
+            ManualApproval::ControlPlane => wave.kind == WaveKind::ControlPlane,
+        }
     }
 
     fn request_reason(&self) -> String {

@@ -9,7 +9,7 @@
 //! far a node action got before it runs one again, so that no action runs twice once it
 //! completed and none is skipped.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -690,6 +690,7 @@ impl<'a> Step<'a> {
             run_id: &self.ctx.run_id,
             poll: self.ctx.options.poll,
             pods_ready_timeout: Duration::from_secs(spec.timeouts.pods_ready.0),
+            endpoint_settle: self.ctx.options.endpoint_settle,
             on_event,
         }
     }

@@ -379,3 +379,35 @@ async fn killed_early_in_the_run_resume_reimages_every_node_exactly_once() {
 async fn killed_late_in_the_run_resume_reimages_every_node_exactly_once() {
     kill_points(&[320, 500, 700, 905, 910, 960, 1000, 1010, 1100, 1300, 1600]).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn manual_approval_pauses_before_the_first_wave_and_resume_approves_it() {
+    let sim = dce().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let m = migration(|s| s.replace("soak: 30s", "soak: 30s\n    manualApproval: firstWave"));
+    let (_, report) = twin::run(&sim, &m, &path, "run-f1", twin_events(), options())
+        .await
+        .unwrap();
+    assert_eq!(report.state, "paused", "{report:#?}");
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("manual approval required before wave 1"),
+        "{report:#?}"
+    );
+    for w in WORKERS {
+        assert_eq!(
+            machine(&sim, w)["reimages"],
+            0,
+            "nothing may start before the approval"
+        );
+    }
+    let report = twin::resume(&sim, &path, twin_events(), options())
+        .await
+        .unwrap();
+    assert_eq!(report.state, "completed", "{report:#?}");
+    assert_migrated_once(&sim).await;
+}

@@ -163,6 +163,24 @@ pub struct Scenario {
     /// kubelets, machine crashes at a time.
     #[serde(default)]
     pub faults: Vec<Value>,
+    /// Probes of Services given in `manifests` (a workload's own Service is probed through its
+    /// `service.probeRate`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ServiceProbe>,
+}
+
+/// A probe of a Service from `manifests`, by synthetic clients.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceProbe {
+    #[serde(default = "default_ns")]
+    pub namespace: String,
+    pub service: String,
+    /// Synthetic client requests per second (more than 0).
+    pub rate_per_second: f64,
+    /// Other backends tried after a failed attempt (default 1).
+    #[serde(default = "one_u32")]
+    pub retries: u32,
 }
 
 fn default_seed() -> u64 {
@@ -559,6 +577,47 @@ impl Scenario {
             .collect();
         all.extend(manifests);
         all.extend(self.manifests.iter().cloned());
+        for (i, p) in self.probes.iter().enumerate() {
+            let what = format!("probes[{i}] ({}/{})", p.namespace, p.service);
+            if !(p.rate_per_second.is_finite() && p.rate_per_second > 0.0) {
+                return Err(bad(
+                    path,
+                    format!(
+                        "{what}: ratePerSecond must be more than 0, got {}",
+                        p.rate_per_second
+                    ),
+                ));
+            }
+            let is_service = |m: &Value| {
+                m.get("kind").and_then(Value::as_str) == Some("Service")
+                    && m.ptr("/metadata/name").and_then(Value::as_str) == Some(p.service.as_str())
+                    && m.ptr("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or("default")
+                        == p.namespace
+            };
+            if !all.iter().any(is_service) {
+                return Err(bad(
+                    path,
+                    format!(
+                        "{what}: no Service {}/{} in the scenario",
+                        p.namespace, p.service
+                    ),
+                ));
+            }
+            if probes
+                .iter()
+                .any(|q: &ProbeSpec| q.namespace == p.namespace && q.service == p.service)
+            {
+                return Err(bad(path, format!("{what}: the Service is probed twice")));
+            }
+            probes.push(ProbeSpec {
+                namespace: p.namespace.clone(),
+                service: p.service.clone(),
+                rate_per_second: p.rate_per_second,
+                retries: p.retries,
+            });
+        }
         for (i, f) in self.faults.iter().enumerate() {
             let spec = crate::faults::FaultSpec::from_json(f)
                 .map_err(|e| bad(&format!("faults[{i}]"), e.to_string()))?;
@@ -809,6 +868,7 @@ pub fn generate(opts: &GenerateOptions) -> Scenario {
         workloads,
         manifests: vec![],
         faults: vec![],
+        probes: vec![],
     }
 }
 
@@ -911,6 +971,62 @@ workloads:
             e.contains("expected apiVersion sim.theseus.io/v1alpha1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn probes_of_services_given_as_manifests() {
+        let text = r#"
+apiVersion: sim.theseus.io/v1alpha1
+kind: Scenario
+nodePools:
+- {name: db-1, count: 1, namePattern: db-1, ipStart: 10.9.0.7}
+manifests:
+- {apiVersion: v1, kind: Service, metadata: {name: api, namespace: prod},
+   spec: {selector: {tier: api}, ports: [{port: 443}]}}
+probes:
+- {namespace: prod, service: api, ratePerSecond: 5}
+"#;
+        let s = Scenario::parse("p.yaml", text).unwrap();
+        let e = s.expand("p.yaml").unwrap();
+        assert_eq!(e.nodes[0].name, "db-1");
+        assert_eq!(e.nodes[0].ip, "10.9.0.7");
+        assert_eq!(
+            e.probes,
+            [ProbeSpec {
+                namespace: "prod".into(),
+                service: "api".into(),
+                rate_per_second: 5.0,
+                retries: 1,
+            }]
+        );
+        // Round trip through YAML.
+        let again = Scenario::parse("p.yaml", &serde_yaml::to_string(&s).unwrap()).unwrap();
+        assert_eq!(again, s);
+        // A probe of a Service the scenario does not have, a zero rate, a second probe.
+        let missing = text.replace("service: api, ratePerSecond", "service: web, ratePerSecond");
+        let e = Scenario::parse("p.yaml", &missing)
+            .unwrap()
+            .expand("p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("probes[0] (prod/web): no Service prod/web"),
+            "{e}"
+        );
+        let zero = text.replace("ratePerSecond: 5", "ratePerSecond: 0");
+        let e = Scenario::parse("p.yaml", &zero)
+            .unwrap()
+            .expand("p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ratePerSecond must be more than 0"), "{e}");
+        let twice = format!("{text}- {{namespace: prod, service: api, ratePerSecond: 1}}\n");
+        let e = Scenario::parse("p.yaml", &twice)
+            .unwrap()
+            .expand("p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("probed twice"), "{e}");
     }
 
     #[test]
