@@ -167,6 +167,16 @@ async fn without_surge_the_single_replica_service_has_a_gap() {
         "evicting the only replica without surge must show downtime: {rg:?}"
     );
     assert_eq!(report.surged, 0);
+    // The SLO guard (1 % over 60 s by default) saw it and paused the run.
+    assert_eq!(report.state, "paused", "{report:#?}");
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("SLO guard: probe shop/report-generator"),
+        "{report:#?}"
+    );
     // The replicated services still had none.
     for p in sim.probes.reports() {
         if p.service != "report-generator" {
