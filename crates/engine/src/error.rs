@@ -57,6 +57,14 @@ pub enum StepError {
     /// The provider failed.
     #[error("{node}: node action failed: {message}")]
     Provider { node: String, message: String },
+    /// A pre- or post-node hook failed.
+    #[error("{node}: {hook} hook `{command}` failed: {message}")]
+    Hook {
+        node: String,
+        hook: String,
+        command: String,
+        message: String,
+    },
     /// The Kubernetes API failed during the step.
     #[error("{node}: {message}")]
     Api { node: String, message: String },

@@ -207,6 +207,7 @@ impl<'a> Step<'a> {
             }
             before
         } else {
+            self.hook("preNode", None).await?;
             let before = self.cordon().await?;
             if let Some(reason) = self.halted() {
                 return self.stop(&before, reason).await;
@@ -232,7 +233,34 @@ impl<'a> Step<'a> {
                 .map_err(|e| self.api(e))?;
             self.mark("uncordon", Mark::Done, json!({}))?;
         }
+        self.hook("postNode", before.target.internal_ip.as_deref())
+            .await?;
         Ok(StepOutcome::Done)
+    }
+
+    /// Runs `spec.hooks` of one kind (journaled like any phase).
+    async fn hook(&self, which: &str, ip: Option<&str>) -> Result<(), StepError> {
+        let h = &self.ctx.migration.spec.hooks;
+        let commands = if which == "preNode" {
+            &h.pre_node
+        } else {
+            &h.post_node
+        };
+        if commands.is_empty() {
+            return Ok(());
+        }
+        self.mark(which, Mark::Intent, json!({"commands": commands}))?;
+        self.phase(which, format!("{} command(s)", commands.len()));
+        crate::hooks::run(
+            commands,
+            which,
+            &self.node,
+            ip,
+            &self.ctx.run_id,
+            Duration::from_secs(h.timeout.0),
+        )
+        .await?;
+        self.mark(which, Mark::Done, json!({}))
     }
 
     fn before_from_journal(&self) -> Result<Before, StepError> {
@@ -540,6 +568,8 @@ impl<'a> Step<'a> {
             if let Some(reason) = self.halted() {
                 return Ok(StepOutcome::Stopped(reason));
             }
+            self.hook("preNode", before.target.internal_ip.as_deref())
+                .await?;
             self.act_on(&self.node, "provision", &before, &provision)
                 .await?;
             before
@@ -584,6 +614,8 @@ impl<'a> Step<'a> {
         }
         // 4. the old Node object is gone.
         self.wait_removed().await?;
+        self.hook("postNode", before.target.internal_ip.as_deref())
+            .await?;
         Ok(StepOutcome::Done)
     }
 

@@ -421,3 +421,68 @@ async fn manual_approval_pauses_before_the_first_wave_and_resume_approves_it() {
     assert_eq!(report.state, "completed", "{report:#?}");
     assert_migrated_once(&sim).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn hooks_run_around_each_node_and_a_failing_pre_hook_changes_nothing() {
+    let sim = dce().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hooks.log");
+    let m = migration(|s| {
+        s.replace(
+            "  probes:\n",
+            &format!(
+                "  hooks:\n    preNode: [\"echo pre $THESEUS_NODE >> {0}\"]\n    postNode: [\"echo post $THESEUS_NODE >> {0}\"]\n  probes:\n",
+                log.display()
+            ),
+        )
+    });
+    let (_, report) = twin::run(
+        &sim,
+        &m,
+        &dir.path().join("j.db"),
+        "run-g1",
+        twin_events(),
+        options(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.state, "completed", "{report:#?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    for w in WORKERS {
+        let pre = text
+            .find(&format!("pre {w}\n"))
+            .unwrap_or_else(|| panic!("{text}"));
+        let post = text
+            .find(&format!("post {w}\n"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(pre < post, "{text}");
+    }
+    // A failing pre-node hook: the step fails before the cordon, the run pauses, nothing moved.
+    let sim = dce().await;
+    let m = migration(|s| {
+        s.replace(
+            "  probes:\n",
+            "  hooks:\n    preNode: [\"exit 7\"]\n  probes:\n",
+        )
+    });
+    let (_, report) = twin::run(
+        &sim,
+        &m,
+        &dir.path().join("j2.db"),
+        "run-g2",
+        twin_events(),
+        options(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.state, "paused", "{report:#?}");
+    let reason = report.reason.unwrap();
+    assert!(
+        reason.contains("preNode hook `exit 7` failed: exit code 7"),
+        "{reason}"
+    );
+    for w in WORKERS {
+        assert_eq!(machine(&sim, w)["reimages"], 0);
+    }
+    assert!(report.nodes_left.iter().all(|n| !n.cordoned));
+}

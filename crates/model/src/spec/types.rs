@@ -64,6 +64,9 @@ pub struct MigrationSpec {
     /// Availability probes sampled during the whole run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<Probe>,
+    /// Commands run on this machine around each node's step.
+    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+    pub hooks: Hooks,
     /// Time limits.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -619,6 +622,43 @@ pub struct Timeouts {
     pub wave: Option<SpecDuration>,
 }
 
+/// Commands (`sh -c`) run around each node's step, with `THESEUS_NODE`, `THESEUS_NODE_IP`,
+/// `THESEUS_HOOK` (`preNode`/`postNode`) and `THESEUS_RUN_ID` in the environment. A pre-node hook
+/// runs before the cordon (a failure fails the step before anything changed); a post-node hook
+/// after the uncordon (a failure fails the step and pauses the run). Hooks may run again on a
+/// resume, so they must be idempotent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hooks {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_node: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_node: Vec<String>,
+    /// Per command.
+    #[serde(default = "five_minutes")]
+    pub timeout: SpecDuration,
+}
+
+fn five_minutes() -> SpecDuration {
+    SpecDuration(5 * 60)
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            pre_node: Vec::new(),
+            post_node: Vec::new(),
+            timeout: five_minutes(),
+        }
+    }
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        self.pre_node.is_empty() && self.post_node.is_empty()
+    }
+}
+
 fn thirty_minutes() -> SpecDuration {
     SpecDuration(30 * 60)
 }
@@ -970,6 +1010,7 @@ impl Migration {
                 surge: Surge::default(),
                 gates: Gates::default(),
                 probes: Vec::new(),
+                hooks: Hooks::default(),
                 timeouts: Timeouts::default(),
                 provider: None,
                 maintenance_window: None,
