@@ -841,6 +841,23 @@ impl Ops {
         name: &str,
         grace_seconds: Option<i64>,
     ) -> Result<Eviction, OpsError> {
+        match self.try_evict(namespace, name, grace_seconds).await? {
+            Eviction::Blocked { message, .. } => Ok(Eviction::Blocked {
+                pdbs: self.pdbs_of_pod(namespace, name).await?,
+                message,
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// [`Ops::evict`] without looking up the budgets on a 429 (`pdbs` is empty): for retries
+    /// of a pod whose budgets are already known.
+    pub async fn try_evict(
+        &self,
+        namespace: &str,
+        name: &str,
+        grace_seconds: Option<i64>,
+    ) -> Result<Eviction, OpsError> {
         let req = Req::new("create", "pods/eviction", "Pod")
             .ns(namespace)
             .name(name);
@@ -860,15 +877,29 @@ impl Ops {
             Ok(_) => Ok(Eviction::Evicted),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(Eviction::Gone),
             Err(kube::Error::Api(s)) if s.code == 429 => Ok(Eviction::Blocked {
-                pdbs: self.pdbs_of_pod(namespace, name).await?,
+                pdbs: Vec::new(),
                 message: status_message(&s),
             }),
             Err(e) => Err(req.err(e)),
         }
     }
 
+    /// One PodDisruptionBudget with its status (`None`: it does not exist).
+    pub async fn pdb(&self, namespace: &str, name: &str) -> Result<Option<PdbState>, OpsError> {
+        let api = self.namespaced::<PodDisruptionBudget>(namespace);
+        match api.get_opt(name).await {
+            Ok(p) => Ok(p.as_ref().map(pdb_state)),
+            Err(e) => Err(
+                Req::new("get", "poddisruptionbudgets.policy", "PodDisruptionBudget")
+                    .ns(namespace)
+                    .name(name)
+                    .err(e),
+            ),
+        }
+    }
+
     /// The budgets in `namespace` whose selector matches the pod (none if the pod is gone).
-    async fn pdbs_of_pod(&self, namespace: &str, name: &str) -> Result<Vec<String>, OpsError> {
+    pub async fn pdbs_of_pod(&self, namespace: &str, name: &str) -> Result<Vec<String>, OpsError> {
         let pods: Api<Pod> = self.namespaced(namespace);
         let pod = match pods.get_opt(name).await {
             Ok(Some(p)) => p,

@@ -1,8 +1,9 @@
 //! A node's drain with kubectl drain's semantics, usable on its own (the engine's step uses it,
 //! and so does `drain-bench`): select the pods as kubectl does (`--ignore-daemonsets`,
 //! `--delete-emptydir-data`, `--force`, `--pod-selector`), surge single-replica Deployments
-//! first so that they never go down, evict the rest in parallel (a 429 is retried every 5 s
-//! until the drain timeout and named by its PodDisruptionBudgets), delete finished pods, wait
+//! first so that they never go down, evict the rest in parallel (a 429 is named by its
+//! PodDisruptionBudgets and retried as soon as their status allows a disruption again, at the
+//! latest every 5 s like kubectl drain, until the drain timeout), delete finished pods, wait
 //! for every moved pod to be gone; then, separately, wait for their owners to be Ready again.
 //!
 //! The drainer writes nothing but the cluster: progress goes to a callback ([`DrainEvent`]),
@@ -19,8 +20,13 @@ use tokio::time::Instant;
 
 use crate::error::StepError;
 
-/// kubectl drain's pause after a refused eviction.
+/// kubectl drain's pause after a refused eviction: the longest a refused eviction waits before
+/// it is tried again.
 pub const EVICTION_RETRY: Duration = Duration::from_secs(5);
+/// How often a refused eviction reads its budgets' status (a GET each), to retry as soon as
+/// one allows a disruption: a wave that drains a budget in rounds (see the planner) waits a
+/// start-up time per round, not kubectl's 5 s on top.
+pub const BUDGET_POLL: Duration = Duration::from_secs(1);
 
 /// An owner of moved pods: (kind, namespace, name), e.g. `("ReplicaSet", "shop", "web-6c9f")`
 /// or `("Deployment", "shop", "report")` for a surged single-replica Deployment.
@@ -376,16 +382,30 @@ impl Drainer<'_> {
                 .map(|_| ())
                 .map_err(|e| fail(format!("{node}: delete {name}: {e}")));
         }
+        // The budgets that refused this pod, looked up once.
+        let mut budgets: Option<Vec<String>> = None;
         loop {
-            match self.ops.evict(&p.namespace, &p.name, grace).await {
+            match self.ops.try_evict(&p.namespace, &p.name, grace).await {
                 Ok(Eviction::Evicted) => {
                     Counters::add(&counters.evicted);
                     self.emit(DrainEvent::Evicted { pod: name });
                     return Ok(());
                 }
                 Ok(Eviction::Gone) => return Ok(()),
-                Ok(Eviction::Blocked { pdbs, message }) => {
+                Ok(Eviction::Blocked { message, .. }) => {
                     Counters::add(&counters.refused);
+                    let pdbs = match &budgets {
+                        Some(b) => b.clone(),
+                        None => {
+                            let b = self
+                                .ops
+                                .pdbs_of_pod(&p.namespace, &p.name)
+                                .await
+                                .map_err(|e| fail(format!("{node}: evict {name}: {e}")))?;
+                            budgets = Some(b.clone());
+                            b
+                        }
+                    };
                     self.emit(DrainEvent::Blocked {
                         pod: name.clone(),
                         pdbs: pdbs.clone(),
@@ -394,9 +414,40 @@ impl Drainer<'_> {
                     if Instant::now() >= deadline {
                         return Err(Blocked { pod: name, pdbs });
                     }
-                    tokio::time::sleep(EVICTION_RETRY).await;
+                    self.wait_budgets(&p.namespace, &pdbs, deadline).await;
                 }
                 Err(e) => return Err(fail(format!("{node}: evict {name}: {e}"))),
+            }
+        }
+    }
+
+    /// After a refusal: waits until every one of `pdbs` allows a disruption, at most
+    /// [`EVICTION_RETRY`] (and not past `deadline`), reading them every [`BUDGET_POLL`]. A
+    /// budget that cannot be read, or no budget named at all, waits the whole retry time.
+    async fn wait_budgets(&self, namespace: &str, pdbs: &[String], deadline: Instant) {
+        let until = (Instant::now() + EVICTION_RETRY).min(deadline.max(Instant::now()));
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(BUDGET_POLL.min(left)).await;
+            if pdbs.is_empty() {
+                continue;
+            }
+            let mut all = true;
+            for b in pdbs {
+                match self.ops.pdb(namespace, b).await {
+                    Ok(Some(st)) if st.disruptions_allowed > 0 => {}
+                    Ok(None) => {}
+                    _ => {
+                        all = false;
+                        break;
+                    }
+                }
+            }
+            if all {
+                return;
             }
         }
     }

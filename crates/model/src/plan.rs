@@ -105,6 +105,16 @@ pub struct Selection {
     pub skipped: Vec<String>,
     /// Largest worker wave allowed (`maxUnavailable`, or its cap for `auto`).
     pub max_wave_size: u32,
+    /// Most drain rounds a multi-node worker wave may take per PDB: a wave evicts at most this
+    /// many times the disruptions a PDB allows, one budget at a time (the API server refuses
+    /// the rest until the previous round's replacements are Ready). Chosen so that the extra
+    /// start-up times stay a small share of a wave's node action.
+    #[serde(default = "one")]
+    pub max_drain_rounds: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// One component, current → target.
@@ -217,6 +227,10 @@ pub struct Wave {
     pub surge_pods: u32,
     /// Pods deleted and not recreated (unmanaged pods with `force`).
     pub deleted_pods: u32,
+    /// Drain rounds: the most budgets' worth of one PDB's pods the wave evicts (1: every
+    /// eviction is allowed at once).
+    #[serde(default = "one")]
+    pub drain_rounds: u32,
     /// Estimated duration of the wave, seconds.
     pub estimated_seconds: u64,
     /// Whether the wave cannot run as planned (see the findings naming it).
@@ -405,11 +419,14 @@ pub struct Estimate {
     /// Sum of the waves' estimates, seconds.
     pub total_seconds: u64,
     /// The best any ordering could do under the same capacity, PDB and cap limits (never more
-    /// than `totalSeconds`).
+    /// than `totalSeconds`): the fewest worker waves times the shortest a wave can be, or one
+    /// wave plus the longest chain of one PDB's drain rounds, whichever is longer.
     pub lower_bound_seconds: u64,
-    /// Fewest worker waves any ordering needs, and why.
+    /// Fewest worker waves any ordering needs (the cap and the room for displaced pods; PDBs
+    /// cost drain rounds, not waves).
     pub min_worker_waves: u32,
-    /// What bounds `minWorkerWaves`: `cap`, `pdb`, `capacity` or `none`.
+    /// What sets the lower bound: `cap` or `capacity` (the fewest worker waves), `pdb` (one
+    /// PDB's drain rounds one after another) or `none`.
     pub min_worker_waves_bound: String,
     /// Maintenance windows the migration needs, when a window is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,10 +1,12 @@
 //! Duration estimates: per wave and for the whole migration, with a lower bound.
 //!
 //! A wave takes: cordon (5 s), the surge of single-replica Deployments (their start-up time),
-//! then per drain round the longest grace period of the evicted pods plus the longest start-up
-//! time of their replacements (the engine waits for replacements Ready before acting), the node
-//! action (provider's `expectedActionDuration`, else a default per operation) and the gates'
-//! soak time. Nodes of a wave work in parallel, waves run one after another.
+//! the longest grace period of the evicted pods plus the longest start-up time of their
+//! replacements (the engine waits for replacements Ready before acting), for each further drain
+//! round one more start-up time and [`ROUND_OVERHEAD_SECONDS`] (a PDB's allowance comes back
+//! when the previous round's replacements are Ready, and the drain notices within about a
+//! second), the node action (provider's `expectedActionDuration`, else a default per operation)
+//! and the gates' soak time. Nodes of a wave work in parallel, waves run one after another.
 
 use theseus_model::snapshot::ClusterSnapshot;
 use theseus_model::spec::{Migration, OperationKind};
@@ -18,6 +20,14 @@ pub const DEFAULT_GRACE_SECONDS: u64 = 30;
 pub const DEFAULT_STARTUP_SECONDS: u64 = 10;
 /// Cordon and bookkeeping per wave.
 pub const CORDON_SECONDS: u64 = 5;
+/// Per extra drain round beyond the replacements' start-up: the disruption controller updating
+/// the PDB's status and the drain noticing it.
+pub const ROUND_OVERHEAD_SECONDS: u64 = 2;
+/// Share (percent) of a wave's fixed time (cordon, node action, soak) that extra drain rounds
+/// may add: the price of one larger wave instead of more waves.
+pub const MAX_ROUNDS_SHARE_PERCENT: u64 = 20;
+/// Upper limit of drain rounds per wave, whatever the timing.
+pub const MAX_DRAIN_ROUNDS: u32 = 32;
 
 /// Timing inputs from the spec.
 #[derive(Debug, Clone)]
@@ -111,8 +121,11 @@ pub fn wave_time(
         }
     }
     let drain = if any {
-        u64::from(wave.rounds.max(1))
-            .saturating_mul(grace.saturating_add(startup))
+        let extra = u64::from(wave.rounds.max(1) - 1)
+            .saturating_mul(startup.saturating_add(ROUND_OVERHEAD_SECONDS));
+        grace
+            .saturating_add(startup)
+            .saturating_add(extra)
             .saturating_add(surge_startup)
     } else {
         0
@@ -124,4 +137,39 @@ pub fn wave_time(
             .saturating_add(t.soak),
         drain,
     }
+}
+
+/// Drain rounds a multi-node worker wave may take per PDB (see
+/// [`crate::waves::WaveOptions::max_rounds`]): as many as fit, each one the longest start-up
+/// time of a budgeted pod on the workers plus [`ROUND_OVERHEAD_SECONDS`], into
+/// [`MAX_ROUNDS_SHARE_PERCENT`] of a wave's fixed time, and into half the drain timeout.
+pub fn max_drain_rounds(
+    snap: &ClusterSnapshot,
+    idx: &crate::index::Index<'_>,
+    workers: &[u32],
+    t: &Timing,
+) -> u32 {
+    let mut startup = 0;
+    for &n in workers {
+        for &p in idx
+            .pods_by_node
+            .get(n as usize)
+            .map_or(&[][..], Vec::as_slice)
+        {
+            if idx.pod_kind[p as usize] == crate::index::PodKind::Movable
+                && !idx.pod_pdbs[p as usize].is_empty()
+            {
+                startup = startup.max(startup_of(snap, p));
+            }
+        }
+    }
+    let round = startup.saturating_add(ROUND_OVERHEAD_SECONDS).max(1);
+    let fixed = CORDON_SECONDS
+        .saturating_add(t.worker_action)
+        .saturating_add(t.soak);
+    let by_share = 1 + fixed.saturating_mul(MAX_ROUNDS_SHARE_PERCENT) / 100 / round;
+    let by_timeout = (t.drain_timeout / 2 / round).max(1);
+    u32::try_from(by_share.min(by_timeout))
+        .unwrap_or(MAX_DRAIN_ROUNDS)
+        .clamp(1, MAX_DRAIN_ROUNDS)
 }

@@ -210,6 +210,8 @@ pub fn plan_detailed(snapshot: &ClusterSnapshot, migration: &Migration) -> PlanD
     selection_findings(&idx, migration, &sel, &mut f);
 
     let max_wave = spec.strategy.max_wave_size(sel.workers.len());
+    let timing = Timing::from_spec(migration);
+    let max_rounds = estimate::max_drain_rounds(snap, &idx, &sel.workers, &timing);
     let mut builder = WaveBuilder::new(
         &idx,
         WaveOptions {
@@ -217,6 +219,7 @@ pub fn plan_detailed(snapshot: &ClusterSnapshot, migration: &Migration) -> PlanD
             surge_single_replica: spec.surge.single_replica_deployments,
             protect_unbudgeted: spec.strategy.protect_unbudgeted,
             max_wave_size: max_wave,
+            max_rounds,
         },
     );
     findings::pod_findings(
@@ -234,7 +237,6 @@ pub fn plan_detailed(snapshot: &ClusterSnapshot, migration: &Migration) -> PlanD
     let phases = build_phases(&idx, migration, &sel, &api_versions, &mut builder, &mut f);
 
     // Waves in the plan's schema.
-    let timing = Timing::from_spec(migration);
     let primary = sel.primary.as_ref().map(|(p, _)| p.as_str());
     let mut waves = Vec::with_capacity(phases.built.len());
     let mut trace = Vec::with_capacity(phases.built.len());
@@ -275,6 +277,7 @@ pub fn plan_detailed(snapshot: &ClusterSnapshot, migration: &Migration) -> PlanD
             evicted_pods: w.moves.len() as u32,
             surge_pods: w.surge_pods,
             deleted_pods: w.deleted.len() as u32,
+            drain_rounds: w.rounds,
             estimated_seconds: t.total,
             blocked: w.block.is_some(),
         });
@@ -358,6 +361,7 @@ pub fn plan_detailed(snapshot: &ClusterSnapshot, migration: &Migration) -> PlanD
                 .map(|&n| snap.nodes[n as usize].name.clone())
                 .collect(),
             max_wave_size: max_wave as u32,
+            max_drain_rounds: max_rounds,
         },
         components,
         upgrade_path: phases.hops,
@@ -843,11 +847,16 @@ fn estimate_totals(
     let workers = &sel.workers;
     let mut min_waves = 0u64;
     let mut bound = "none";
+    // Longest chain of one PDB's drain rounds (seconds of start-up one after another).
+    let mut pdb_chain = 0u64;
     if !workers.is_empty() {
         let by_cap = (workers.len() as u64).div_ceil(max_wave.max(1) as u64);
         min_waves = by_cap;
         bound = "cap";
         let on_workers: FxHashSet<u32> = workers.iter().copied().collect();
+        // PDBs do not bound the number of waves: a wave may drain a PDB's pods in rounds (see
+        // `waves`). They bound time: the rounds of one PDB run one after another, each waiting
+        // for the previous round's replacements to start.
         for info in &idx.pdbs {
             let surge = info
                 .pods
@@ -858,30 +867,26 @@ fn estimate_totals(
             if allowed < 1 {
                 continue;
             }
-            let ready_on = info
+            let ready_on: Vec<u32> = info
                 .pods
                 .iter()
-                .filter(|&&p| {
+                .copied()
+                .filter(|&p| {
                     snap.pods[p as usize].ready && on_workers.contains(&idx.pod_node[p as usize])
                 })
-                .count() as i64;
-            // Several of its pods on one node go in one wave anyway: count nodes, not pods,
-            // when the budget is smaller than a node's share.
-            let mut nodes: Vec<u32> = info
-                .pods
-                .iter()
-                .filter(|&&p| {
-                    snap.pods[p as usize].ready && on_workers.contains(&idx.pod_node[p as usize])
-                })
-                .map(|&p| idx.pod_node[p as usize])
                 .collect();
-            nodes.sort_unstable();
-            nodes.dedup();
-            let need = (ready_on / allowed + i64::from(ready_on % allowed != 0))
-                .min(nodes.len() as i64) as u64;
-            if need > min_waves {
-                min_waves = need;
-                bound = "pdb";
+            let rounds = (ready_on.len() as i64).div_euclid(allowed)
+                + i64::from(ready_on.len() as i64 % allowed != 0);
+            let startup = ready_on
+                .iter()
+                .map(|&p| startup_of(snap, p))
+                .min()
+                .unwrap_or(0);
+            let chain = u64::try_from(rounds - 1)
+                .unwrap_or(0)
+                .saturating_mul(startup);
+            if chain > pdb_chain {
+                pdb_chain = chain;
             }
         }
         if mig.spec.strategy.kind == StrategyType::RemoveBeforeAdd
@@ -959,13 +964,18 @@ fn estimate_totals(
         .saturating_add(timing.worker_action)
         .saturating_add(timing.soak)
         .saturating_add(min_drain);
-    let lower = cp_time
-        .saturating_add(
-            u64::from(worker_passes)
-                .saturating_mul(min_waves)
-                .saturating_mul(per_wave),
-        )
-        .min(total);
+    let by_waves = u64::from(worker_passes)
+        .saturating_mul(min_waves)
+        .saturating_mul(per_wave);
+    let by_chain = if workers.is_empty() {
+        0
+    } else {
+        per_wave.saturating_add(pdb_chain)
+    };
+    if by_chain > by_waves {
+        bound = "pdb";
+    }
+    let lower = cp_time.saturating_add(by_waves.max(by_chain)).min(total);
 
     let mut windows = None;
     if let Some(w) = &mig.spec.maintenance_window {

@@ -29,6 +29,7 @@ const CHOICES: usize = 3;
 const MAX_SPREAD_SCAN: usize = 32;
 
 /// Static scheduling constraints shared by many pods.
+#[derive(Clone)]
 struct Class<'a> {
     tolerations: &'a [Toleration],
     node_selector: &'a Labels,
@@ -54,7 +55,7 @@ impl Class<'_> {
 }
 
 /// Counts per key (node or zone) for one workload: a short list, or a map once it is long.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Counts {
     Small(Vec<(u32, u32)>),
     Large(FxHashMap<u32, u32>),
@@ -105,6 +106,7 @@ impl Counts {
 }
 
 /// Eligible nodes of a class: in order, and as a bit set.
+#[derive(Clone)]
 struct Eligible {
     list: Vec<u32>,
     bits: Vec<u64>,
@@ -128,6 +130,7 @@ impl Eligible {
 }
 
 /// An interned pod (anti-)affinity term.
+#[derive(Clone)]
 struct Term {
     /// Topology key id.
     key: u32,
@@ -173,7 +176,8 @@ pub struct Diagnosis {
     pub max_pods: i64,
 }
 
-/// The predicted cluster state.
+/// The predicted cluster state (cloned to try a different order from a checkpoint).
+#[derive(Clone)]
 pub struct Placement<'a> {
     idx: &'a Index<'a>,
     /// Added nodes (add-before-remove), after the snapshot's nodes.

@@ -146,6 +146,7 @@ pub fn render_text(plan: &Plan) -> String {
                     nodes,
                     w.evicted_pods.to_string(),
                     w.surge_pods.to_string(),
+                    w.drain_rounds.to_string(),
                     format_seconds(w.estimated_seconds),
                     if w.blocked {
                         "BLOCKED".into()
@@ -157,7 +158,7 @@ pub fn render_text(plan: &Plan) -> String {
             .collect();
         out.push_str(&table(
             &[
-                "WAVE", "KIND", "TARGET", "NODES", "EVICTED", "SURGE", "ESTIMATE", "",
+                "WAVE", "KIND", "TARGET", "NODES", "EVICTED", "SURGE", "ROUNDS", "ESTIMATE", "",
             ],
             &rows,
         ));
@@ -196,12 +197,19 @@ pub fn render_text(plan: &Plan) -> String {
     out.push('\n');
 
     let e = &plan.estimate;
+    let why = if e.min_worker_waves_bound == "pdb" {
+        "one PodDisruptionBudget's drain rounds one after another".to_string()
+    } else {
+        format!(
+            "at least {} bound by {}",
+            plural(e.min_worker_waves as usize, "worker wave"),
+            e.min_worker_waves_bound
+        )
+    };
     out.push_str(&format!(
-        "Estimated duration: {} (lower bound {}: at least {} bound by {})\n",
+        "Estimated duration: {} (lower bound {}: {why})\n",
         format_seconds(e.total_seconds),
         format_seconds(e.lower_bound_seconds),
-        plural(e.min_worker_waves as usize, "worker wave"),
-        e.min_worker_waves_bound
     ));
     if let Some(w) = e.maintenance_windows {
         out.push_str(&format!("Maintenance windows needed: {w}\n"));

@@ -5,19 +5,26 @@
 //! alone, then takes every further node (in zone-interleaved order, or within one zone for
 //! zone-by-zone) for which the wave as a whole still
 //!
-//! 1. keeps every PDB within its allowed disruptions: the ready pods the wave evicts that a PDB
-//!    covers are at most the disruptions it allows (counting surged replacements of
-//!    single-replica Deployments as extra healthy pods), and workloads without PDB keep a ready
-//!    replica (`protectUnbudgeted`);
+//! 1. keeps every PDB within `max_rounds` drain rounds: the ready pods the wave evicts that a
+//!    PDB covers are at most `max_rounds ×` the disruptions it allows (counting surged
+//!    replacements of single-replica Deployments as extra healthy pods); the engine's drains
+//!    evict them one budget at a time, the API server refusing (429) the rest until the
+//!    previous round's replacements are Ready, so a PDB is never exceeded; workloads without
+//!    PDB keep a ready replica (`protectUnbudgeted`, one round: nothing but the plan enforces
+//!    it);
 //! 2. can place every displaced pod on the nodes that remain (see [`crate::placement`]), counting
 //!    the nodes already out (not Ready, cordoned) and, for add-before-remove, the new nodes;
 //! 3. stays within the cap (`maxUnavailable`).
 //!
 //! A node that cannot go out even alone is retried once at the end of its phase; if it still
 //! cannot, it gets its own wave marked `blocked`, and the reason becomes a finding. A single-node
-//! wave may evict more pods of a PDB than it allows at once when the PDB allows at least one:
-//! the drain then evicts them one budget at a time (slower, never unsafe); a multi-node wave
-//! never does.
+//! wave may evict any number of pods of a PDB that allows at least one (one budget at a time,
+//! slower, never unsafe); a multi-node wave at most `max_rounds` budgets' worth.
+//!
+//! Why rounds instead of one budget per wave: a PDB's allowance comes back as soon as the
+//! replacements are Ready (seconds), while a node action takes minutes. With budgets per wave,
+//! a PDB of 10 pods on 10 nodes that allows 1 forces 10 waves of node actions; with rounds, one
+//! wave of node actions whose drains take a few extra start-up times.
 //!
 //! Cost per wave: one budget check per candidate (O(pods on the node)) and one placement per
 //! accepted node (O(pods on the node) placements); after a few consecutive placement failures
@@ -29,10 +36,12 @@ use theseus_model::snapshot::WorkloadKind;
 
 use crate::index::{Index, PodKind};
 use crate::placement::{Diagnosis, Placement};
-use crate::util::{FxHashMap, NONE};
+use crate::util::{FxHashMap, FxHashSet, NONE};
 
 /// Consecutive placement failures after which a wave stops growing.
 const MAX_PLACEMENT_FAILURES: usize = 8;
+/// Orders tried for the last two waves (see [`WaveBuilder::worker_waves`]).
+const TAIL_ATTEMPTS: usize = 4;
 
 /// Why a node cannot go out (alone, or with the wave so far).
 #[derive(Debug, Clone)]
@@ -54,6 +63,7 @@ pub enum BudgetRef {
     Implicit(u32),
 }
 
+#[derive(Clone)]
 struct BudgetDef {
     which: BudgetRef,
     allowed: i64,
@@ -77,11 +87,19 @@ struct PodState {
 }
 
 /// Inputs of the wave builder that come from the spec.
+#[derive(Clone)]
 pub struct WaveOptions {
     pub add_before_remove: bool,
     pub surge_single_replica: bool,
     pub protect_unbudgeted: bool,
     pub max_wave_size: usize,
+    /// Drain rounds a multi-node wave may take per PDB: a wave may evict up to `allowed ×
+    /// max_rounds` pods of a PDB, which the engine's drains then evict one budget at a time
+    /// (each round waits for the previous round's replacements to be Ready: the API server
+    /// refuses the rest with 429 meanwhile). 1: never more than the budget allows at once.
+    /// Implicit budgets (`protectUnbudgeted`) are not enforced by the API server, so they
+    /// always take one round.
+    pub max_rounds: u32,
 }
 
 /// A wave as built.
@@ -103,6 +121,7 @@ pub struct BuiltWave {
 }
 
 /// Builds waves over an evolving placement.
+#[derive(Clone)]
 pub struct WaveBuilder<'a> {
     idx: &'a Index<'a>,
     pub pl: Placement<'a>,
@@ -228,20 +247,23 @@ impl<'a> WaveBuilder<'a> {
         }
     }
 
-    /// Whether the wave so far evicts more than some budget allows.
+    /// Whether the wave so far evicts more than a multi-node wave may (see
+    /// [`WaveOptions::max_rounds`]).
     fn over_budget(&self) -> bool {
-        self.touched
-            .iter()
-            .any(|&b| self.evicted[b as usize] > self.allowed(b))
+        self.touched.iter().any(|&b| self.violated(b, false))
     }
 
     fn violated(&self, b: u32, lone: bool) -> bool {
         let which = self.defs[b as usize].which;
         let evicted = self.evicted[b as usize];
+        let allowed = self.allowed(b);
         match (lone, which) {
             (true, BudgetRef::Implicit(_)) => false,
-            (true, BudgetRef::Pdb(_)) => evicted > 0 && self.allowed(b) == 0,
-            (false, _) => evicted > self.allowed(b),
+            (true, BudgetRef::Pdb(_)) => evicted > 0 && allowed == 0,
+            (false, BudgetRef::Implicit(_)) => evicted > allowed,
+            (false, BudgetRef::Pdb(_)) => {
+                evicted > allowed.saturating_mul(i64::from(self.opts.max_rounds.max(1)))
+            }
         }
     }
 
@@ -464,13 +486,11 @@ impl<'a> WaveBuilder<'a> {
             })
             .collect();
         let mut rounds = 1i64;
-        if self.wave_nodes.len() == 1 {
-            for &b in &self.touched {
-                let bi = b as usize;
-                if matches!(self.defs[bi].which, BudgetRef::Pdb(_)) && self.evicted[bi] > 0 {
-                    let allowed = self.allowed(b).max(1);
-                    rounds = rounds.max((self.evicted[bi] + allowed - 1) / allowed);
-                }
+        for &b in &self.touched {
+            let bi = b as usize;
+            if matches!(self.defs[bi].which, BudgetRef::Pdb(_)) && self.evicted[bi] > 0 {
+                let allowed = self.allowed(b).max(1);
+                rounds = rounds.max((self.evicted[bi] + allowed - 1) / allowed);
             }
         }
         let surge_pods = moves
@@ -547,49 +567,129 @@ impl<'a> WaveBuilder<'a> {
     }
 
     /// Worker waves over `order`, as large as is safe and at most the cap.
+    ///
+    /// The last waves have no choice of nodes: a conflict among the leftovers (a budget, a pod
+    /// that fits nowhere) costs a whole extra wave of node actions for a node or two. So when
+    /// the remaining nodes would fit into two waves, the builder checkpoints; if the tail then
+    /// takes more waves than the cap requires, it restarts from the checkpoint with the
+    /// leftover nodes first (they seed the next-to-last wave), up to [`TAIL_ATTEMPTS`] times,
+    /// and keeps the attempt with the fewest waves.
     pub fn worker_waves(&mut self, order: &[u32], target: Option<String>) -> Vec<BuiltWave> {
         let cap = self.opts.max_wave_size.max(1);
         let mut remaining: Vec<u32> = order.to_vec();
         let mut blocked: Vec<u32> = Vec::new();
         let mut waves = Vec::new();
         while !remaining.is_empty() {
-            // The first remaining node that can go out alone seeds the wave; the ones before it
-            // cannot even alone and are retried at the end.
-            let mut seeded = false;
-            while let Some(&n) = remaining.first() {
-                remaining.remove(0);
-                if self.try_add(n).is_ok() {
-                    seeded = true;
-                    break;
-                }
-                blocked.push(n);
-            }
-            if !seeded {
+            if remaining.len() > cap && remaining.len() <= 2 * cap {
+                let (tail, tail_blocked) = self.tail(remaining, &target);
+                waves.extend(tail);
+                blocked.extend(tail_blocked);
                 break;
             }
-            // A seed that alone exceeds a budget drains one budget at a time; nothing may join it.
-            let grow = !self.over_budget();
-            let mut kept = Vec::with_capacity(remaining.len());
-            let mut failures = 0;
-            let mut iter = remaining.into_iter();
-            for n in iter.by_ref() {
-                if !grow || self.wave_nodes.len() >= cap || failures >= MAX_PLACEMENT_FAILURES {
-                    kept.push(n);
-                    break;
-                }
-                match self.try_add(n) {
-                    Ok(()) => failures = 0,
-                    Err(Block::Placement { .. }) => {
-                        failures += 1;
-                        kept.push(n);
-                    }
-                    Err(_) => kept.push(n),
+            match self.next_wave(&mut remaining, &mut blocked, cap, &target) {
+                Some(w) => waves.push(w),
+                None => break,
+            }
+        }
+        waves.extend(self.blocked_waves(blocked, &target));
+        waves
+    }
+
+    /// The last waves from a checkpoint (see [`WaveBuilder::worker_waves`]).
+    fn tail(&mut self, remaining: Vec<u32>, target: &Option<String>) -> (Vec<BuiltWave>, Vec<u32>) {
+        let cap = self.opts.max_wave_size.max(1);
+        let need = remaining.len().div_ceil(cap);
+        let checkpoint = self.clone();
+        let mut order = remaining;
+        let mut best: Option<(usize, Vec<BuiltWave>, Vec<u32>, WaveBuilder<'a>)> = None;
+        for attempt in 0..TAIL_ATTEMPTS {
+            if attempt > 0 {
+                *self = checkpoint.clone();
+            }
+            let mut rest = order.clone();
+            let mut blocked = Vec::new();
+            let mut waves = Vec::new();
+            while !rest.is_empty() {
+                match self.next_wave(&mut rest, &mut blocked, cap, target) {
+                    Some(w) => waves.push(w),
+                    None => break,
                 }
             }
-            kept.extend(iter);
-            remaining = kept;
-            waves.push(self.finish(WaveKind::Workers, target.clone(), None));
+            let count = waves.len() + blocked.len();
+            let leftovers: Vec<u32> = waves
+                .iter()
+                .skip(need)
+                .flat_map(|w| w.nodes.iter().copied())
+                .chain(blocked.iter().copied())
+                .collect();
+            if best.as_ref().is_none_or(|b| count < b.0) {
+                best = Some((count, waves, blocked, self.clone()));
+            }
+            if count <= need || leftovers.is_empty() {
+                break;
+            }
+            // The leftovers first, then the rest in the previous order.
+            let first: FxHashSet<u32> = leftovers.iter().copied().collect();
+            order = leftovers
+                .into_iter()
+                .chain(order.into_iter().filter(|n| !first.contains(n)))
+                .collect();
         }
+        let Some((_, waves, blocked, state)) = best else {
+            return (Vec::new(), Vec::new());
+        };
+        *self = state;
+        (waves, blocked)
+    }
+
+    /// Builds the next wave from `remaining` (its seed is the first node that can go out
+    /// alone; the ones before it go to `blocked`). `None` when no node can go out alone.
+    fn next_wave(
+        &mut self,
+        remaining: &mut Vec<u32>,
+        blocked: &mut Vec<u32>,
+        cap: usize,
+        target: &Option<String>,
+    ) -> Option<BuiltWave> {
+        let mut seeded = false;
+        while !remaining.is_empty() {
+            let n = remaining.remove(0);
+            if self.try_add(n).is_ok() {
+                seeded = true;
+                break;
+            }
+            blocked.push(n);
+        }
+        if !seeded {
+            return None;
+        }
+        // A seed that alone exceeds a budget drains one budget at a time; nothing may join it.
+        let grow = !self.over_budget();
+        let mut kept = Vec::with_capacity(remaining.len());
+        let mut failures = 0;
+        let mut iter = std::mem::take(remaining).into_iter();
+        for n in iter.by_ref() {
+            if !grow || self.wave_nodes.len() >= cap || failures >= MAX_PLACEMENT_FAILURES {
+                kept.push(n);
+                break;
+            }
+            match self.try_add(n) {
+                Ok(()) => failures = 0,
+                Err(Block::Placement { .. }) => {
+                    failures += 1;
+                    kept.push(n);
+                }
+                Err(_) => kept.push(n),
+            }
+        }
+        kept.extend(iter);
+        *remaining = kept;
+        Some(self.finish(WaveKind::Workers, target.clone(), None))
+    }
+
+    /// Nodes that could not go out even alone: retried alone, else forced into a blocked wave.
+    fn blocked_waves(&mut self, blocked: Vec<u32>, target: &Option<String>) -> Vec<BuiltWave> {
+        let mut waves = Vec::new();
         for n in blocked {
             match self.try_add(n) {
                 Ok(()) => waves.push(self.finish(WaveKind::Workers, target.clone(), None)),

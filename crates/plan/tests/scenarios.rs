@@ -579,7 +579,7 @@ fn a_spare_node_or_add_before_remove_resolves_the_anti_affinity() {
 }
 
 #[test]
-fn waves_grow_as_large_as_budgets_allow_and_the_cap_holds() {
+fn waves_grow_to_the_cap_draining_budgets_in_rounds() {
     let mut c = Cluster::new("v1.30.2");
     let names: Vec<String> = (1..=12).map(|i| format!("w{i:02}")).collect();
     for (i, n) in names.iter().enumerate() {
@@ -601,27 +601,40 @@ fn waves_grow_as_large_as_budgets_allow_and_the_cap_holds() {
         Some(IntOrPercent::Percent(25)),
     );
     let snap = c.build();
-    // 25% of 12 = 3 disruptions: waves of 3 nodes (one web pod each), cap 50% = 6.
+    // 25% of 12 = 3 disruptions; cap 50% = 6 nodes. A wave may drain web in rounds of 3, so
+    // the waves fill up to the cap instead of stopping at 3 nodes.
     let m = migration(
         "  operation: {maintenance: {action: reboot}}\n  strategy: {maxUnavailable: auto, maxUnavailableCap: 50%}\n",
     );
     let detail = plan_detailed(&snap, &m);
     let p = &detail.plan;
     assert!(check_plan(&snap, &detail).is_empty());
-    // The first wave takes three nodes, one per zone. Their pods land on nodes of later waves
-    // (nothing else is left), so later waves evict up to three pods from fewer nodes.
-    assert_eq!(p.waves[0].nodes, ["w01", "w02", "w03"]);
-    assert_eq!(p.waves[0].zones, ["a", "b", "c"]);
-    assert!(
-        p.waves
-            .iter()
-            .all(|w| w.nodes.len() <= 3 && w.evicted_pods <= 3),
-        "{:?}",
-        wave_nodes(p)
+    // Reboot 300 s, no soak, start-up unobserved (10 s) + 2 s a round: 1 + 61 / 12 = 6 rounds.
+    assert_eq!(p.selection.max_drain_rounds, 6);
+    assert_eq!(p.waves.len(), 2, "{:?}", wave_nodes(p));
+    // Interleaved over the zones; 6 web pods out of a budget of 3: two rounds.
+    assert_eq!(p.waves[0].nodes, ["w01", "w02", "w03", "w04", "w05", "w06"]);
+    assert_eq!(p.waves[0].drain_rounds, 2);
+    // The second wave's nodes carry the first wave's pods too: 12 pods, 4 rounds.
+    assert_eq!(p.waves[1].evicted_pods, 12);
+    assert_eq!(p.waves[1].drain_rounds, 4);
+    assert_eq!(p.estimate.min_worker_waves, 2);
+    assert_eq!(p.estimate.min_worker_waves_bound, "cap");
+    // Each extra round costs a start-up time plus 2 s in the estimate.
+    assert_eq!(
+        p.waves[1].estimated_seconds - p.waves[0].estimated_seconds,
+        2 * 12
     );
-    assert!((4..=6).contains(&p.waves.len()), "{:?}", wave_nodes(p));
-    assert_eq!(p.estimate.min_worker_waves, 4);
-    assert_eq!(p.estimate.min_worker_waves_bound, "pdb");
+    // Waves of 3 nodes evict 3 web pods: one round each.
+    let m3 = migration(
+        "  operation: {maintenance: {action: reboot}}\n  strategy: {maxUnavailable: 3}\n",
+    );
+    let p3 = plan(&snap, &m3);
+    assert_eq!(p3.waves[0].drain_rounds, 1);
+    assert_eq!(
+        p.waves[0].estimated_seconds - p3.waves[0].estimated_seconds,
+        12
+    );
     // The user's cap holds.
     let m = migration(
         "  operation: {maintenance: {action: reboot}}\n  strategy: {maxUnavailable: 2}\n",
@@ -970,4 +983,37 @@ fn hostile_snapshots_never_panic() {
         let _ = render_text(&p);
         let _ = serde_json::to_string(&p).unwrap();
     }
+}
+
+#[test]
+fn synthetic_cluster_goes_in_as_few_waves_as_the_cap_allows() {
+    // 60 workers, 1,800 pods, a PDB for every workload; cap 20% = 12 nodes. PDBs drain in
+    // rounds, and the last two waves are retried with their leftovers first, so the plan
+    // needs no more waves than the cap does.
+    let snap =
+        theseus_plan::synthetic::synthetic_snapshot(&theseus_plan::synthetic::SyntheticSpec {
+            nodes: 63,
+            control_plane: 3,
+            pods: 1_800,
+            pdbs: 100_000,
+            zones: 3,
+            fill: 0.5,
+            seed: 7,
+        });
+    let m = migration(
+        "  operation: {maintenance: {action: reboot}}\n  nodes: {roles: [worker]}\n  strategy: {maxUnavailable: auto}\n",
+    );
+    let detail = plan_detailed(&snap, &m);
+    let p = &detail.plan;
+    let problems = check_plan(&snap, &detail);
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(p.selection.max_wave_size, 12);
+    assert_eq!(p.estimate.min_worker_waves, 5);
+    assert_eq!(p.waves.len(), 5, "{:?}", wave_nodes(p));
+    assert!(p.waves.iter().any(|w| w.drain_rounds > 1));
+    assert!(
+        p.waves
+            .iter()
+            .all(|w| w.drain_rounds <= p.selection.max_drain_rounds)
+    );
 }

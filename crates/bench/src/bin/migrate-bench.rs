@@ -58,6 +58,9 @@ struct Args {
     /// wall time (the simulator's own cost, for comparison with a migration's).
     #[arg(long)]
     idle_seconds: Option<u64>,
+    /// Only plan (after the steady state) and print the waves, without migrating.
+    #[arg(long)]
+    plan_only: bool,
     /// Stop (exit 3) when the resident set grows beyond this many MiB.
     #[arg(long, default_value_t = 4096)]
     max_rss_mib: u64,
@@ -361,6 +364,24 @@ async fn run_mode(a: &Args, mode: Mode, workers: usize, dir: &std::path::Path) -
         );
         return Err("--idle-seconds: no migration".into());
     }
+    if a.plan_only {
+        let t = Instant::now();
+        let plan = twin::plan(&sim, &m).await?;
+        println!(
+            "plan: {:.2} s, {} waves, sizes {}, drain rounds {} (at most {}), estimate {} s, lower bound {} s ({}, {} worker waves), ratio {:.3}",
+            t.elapsed().as_secs_f64(),
+            plan.waves.len(),
+            compact(plan.waves.iter().map(|w| w.nodes.len() as u64)),
+            compact(plan.waves.iter().map(|w| u64::from(w.drain_rounds))),
+            plan.selection.max_drain_rounds,
+            plan.estimate.total_seconds,
+            plan.estimate.lower_bound_seconds,
+            plan.estimate.min_worker_waves_bound,
+            plan.estimate.min_worker_waves,
+            plan.estimate.total_seconds as f64 / plan.estimate.lower_bound_seconds.max(1) as f64
+        );
+        return Err("--plan-only: no migration".into());
+    }
     let wall = Instant::now();
     let timeline: Timeline = Arc::default();
     let events = progress(
@@ -428,13 +449,16 @@ async fn run_mode(a: &Args, mode: Mode, workers: usize, dir: &std::path::Path) -
         r.elapsed_seconds / lb
     );
     println!(
-        "{:<44} {} waves ({} completed), largest {} nodes; plan's minimum {} worker waves ({})",
+        "{:<44} {} waves ({} completed), largest {} nodes; plan's minimum {} worker waves ({}); sizes {}; drain rounds {} (at most {})",
         "waves",
         plan.waves.len(),
         r.waves_completed,
         plan.waves.iter().map(|w| w.nodes.len()).max().unwrap_or(0),
         plan.estimate.min_worker_waves,
-        plan.estimate.min_worker_waves_bound
+        plan.estimate.min_worker_waves_bound,
+        compact(plan.waves.iter().map(|w| w.nodes.len() as u64)),
+        compact(plan.waves.iter().map(|w| u64::from(w.drain_rounds))),
+        plan.selection.max_drain_rounds,
     );
     println!(
         "{:<44} {} evicted, {} refused (429), {} surged",
@@ -598,5 +622,15 @@ fn main() {
     );
     if failed {
         std::process::exit(1);
+    }
+}
+
+/// `60,60,58,2`, or the first 12 and `…` for long lists.
+fn compact(values: impl Iterator<Item = u64>) -> String {
+    let v: Vec<String> = values.map(|x| x.to_string()).collect();
+    if v.len() > 12 {
+        format!("{},…", v[..12].join(","))
+    } else {
+        v.join(",")
     }
 }

@@ -327,7 +327,8 @@ pub type Violations = Vec<String>;
 ///   affinity accept, with room for it (CPU, memory, pods), without breaking required pod
 ///   anti-affinity (either way) or affinity;
 /// - in every multi-node wave, the ready pods each PDB covers that the wave evicts are at most
-///   the disruptions it allows;
+///   the disruptions it allows times the wave's drain rounds (none when it allows none), and
+///   the wave's drain rounds are at most the plan's `maxDrainRounds`;
 /// - a blocked wave means a blocked plan.
 pub fn check_plan(snap: &ClusterSnapshot, detail: &PlanDetail) -> Violations {
     let plan: &Plan = &detail.plan;
@@ -441,6 +442,12 @@ pub fn check_plan(snap: &ClusterSnapshot, detail: &PlanDetail) -> Violations {
             }
         }
         // PDB budgets for multi-node waves.
+        if w.nodes.len() > 1 && w.drain_rounds > plan.selection.max_drain_rounds {
+            v.push(format!(
+                "wave {}: {} drain rounds, more than the plan's maximum {}",
+                w.index, w.drain_rounds, plan.selection.max_drain_rounds
+            ));
+        }
         if w.nodes.len() > 1 {
             for pdb in &snap.pod_disruption_budgets {
                 let covered: Vec<usize> = snap
@@ -466,9 +473,10 @@ pub fn check_plan(snap: &ClusterSnapshot, detail: &PlanDetail) -> Violations {
                     .iter()
                     .filter(|&&i| moved.contains(&i) && ready[i])
                     .count() as i64;
-                if evicted > allowed {
+                let rounds = i64::from(w.drain_rounds);
+                if evicted > allowed * rounds {
                     v.push(format!(
-                        "wave {}: evicts {evicted} ready pods of PDB {} which allows {allowed}",
+                        "wave {}: evicts {evicted} ready pods of PDB {} which allows {allowed} in each of {rounds} drain rounds",
                         w.index,
                         pdb.key()
                     ));
