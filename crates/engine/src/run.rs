@@ -489,13 +489,15 @@ impl Engine {
                 mark: Mark::Intent,
                 detail: json!({"nodes": todo}),
             })?;
+            let gate = crate::step::CordonGate::new(todo.len());
             let steps = todo.iter().map(|n| {
                 let h = history.remove(*n).unwrap_or_default();
                 let ctx = ctx.clone();
                 let node = n.to_string();
                 let wave = wave.index;
+                let gate = gate.clone();
                 async move {
-                    let outcome = Step::new(&ctx, &node, wave, h).run().await;
+                    let outcome = Step::new(&ctx, &node, wave, h).with_gate(gate).run().await;
                     if matches!(outcome, StepOutcome::Failed(_)) {
                         ctx.halt.store(true, Ordering::SeqCst);
                     }

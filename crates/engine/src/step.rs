@@ -82,6 +82,55 @@ pub(crate) struct Step<'a> {
     pub wave: u32,
     history: History,
     started: Instant,
+    /// The wave's cordon gate (see [`CordonGate`]).
+    gate: Option<Arc<CordonGate>>,
+    arrived: std::sync::atomic::AtomicBool,
+}
+
+/// The nodes of a wave go out together: a drain starts once every step of its wave has
+/// cordoned its node (or ended), so that no evicted pod lands on another node of the wave only
+/// to be evicted again minutes later (the plan places displaced pods outside the wave; a
+/// second eviction is a second disruption). Waiting is bounded by [`CORDON_GATE_LIMIT`]: a
+/// step stuck before its cordon (a slow preNode hook) delays the others at most that long.
+pub(crate) struct CordonGate {
+    left: std::sync::atomic::AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+/// The longest a drain waits for the other nodes of its wave to be cordoned.
+pub const CORDON_GATE_LIMIT: Duration = Duration::from_secs(60);
+
+impl CordonGate {
+    pub fn new(steps: usize) -> Arc<CordonGate> {
+        Arc::new(CordonGate {
+            left: std::sync::atomic::AtomicUsize::new(steps),
+            notify: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn arrive(&self) {
+        let prev = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| l.checked_sub(1));
+        if prev == Ok(1) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    async fn wait(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.left.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 impl<'a> Step<'a> {
@@ -92,6 +141,23 @@ impl<'a> Step<'a> {
             wave,
             history: History { entries },
             started: Instant::now(),
+            gate: None,
+            arrived: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Joins the wave's cordon gate.
+    pub fn with_gate(mut self, gate: Arc<CordonGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// This step's node is cordoned, or the step ended: once per step.
+    fn arrive(&self) {
+        if let Some(g) = &self.gate
+            && !self.arrived.swap(true, Ordering::SeqCst)
+        {
+            g.arrive();
         }
     }
 
@@ -144,6 +210,7 @@ impl<'a> Step<'a> {
             StrategyType::RemoveBeforeAdd => self.remove_before_add().await,
             StrategyType::AddBeforeRemove => self.add_before_remove().await,
         };
+        self.arrive();
         let outcome = match r {
             Ok(o) => o,
             Err(e) => StepOutcome::Failed(e),
@@ -719,6 +786,10 @@ impl<'a> Step<'a> {
     /// Drains the node with kubectl drain's semantics (see [`Drainer`]) and waits for the
     /// evicted pods' replacements to be Ready elsewhere.
     async fn drain_and_wait(&self) -> Result<(), StepError> {
+        self.arrive();
+        if let Some(g) = &self.gate {
+            g.wait(CORDON_GATE_LIMIT).await;
+        }
         self.mark("drain", Mark::Intent, json!({}))?;
         // The blocking budgets last shown per pod: a refusal is journaled and shown when they
         // change, counted every time.

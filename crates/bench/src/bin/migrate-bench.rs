@@ -483,6 +483,29 @@ async fn run_mode(a: &Args, mode: Mode, workers: usize, dir: &std::path::Path) -
     for v in r.violations.iter().take(5) {
         println!("    {v}");
     }
+    // Where requests failed, the simulator's own account: when, and why.
+    for p in sim
+        .probes
+        .reports()
+        .iter()
+        .filter(|p| p.failures > 0)
+        .take(5)
+    {
+        println!(
+            "    probe {}/{}: {} failed of {}, longest gap {:.1} s, causes {:?}, first at {:?}",
+            p.namespace,
+            p.service,
+            p.failures,
+            p.requests,
+            p.longest_gap_seconds,
+            p.failures_by_cause,
+            p.timeline
+                .iter()
+                .take(3)
+                .map(|f| format!("{:.1}s {}", f.at_seconds, f.cause))
+                .collect::<Vec<_>>()
+        );
+    }
     if let Some(reason) = &r.reason {
         println!("{:<44} {reason}", "stopped");
     }
