@@ -813,6 +813,34 @@ impl Ops {
         Ok(pods.iter().map(pod_state).collect())
     }
 
+    /// The pods of `pod`'s controller (the pod included), found by the pod's labels without
+    /// the ones that differ between siblings (a StatefulSet's pod name and index, controller
+    /// revision hashes) and then by the controller ownerReference. Empty without a controller.
+    pub async fn siblings(&self, pod: &PodState) -> Result<Vec<PodState>, OpsError> {
+        let Some(owner) = &pod.controller else {
+            return Ok(Vec::new());
+        };
+        const PER_POD: [&str; 3] = [
+            "statefulset.kubernetes.io/pod-name",
+            "apps.kubernetes.io/pod-index",
+            "controller-revision-hash",
+        ];
+        let selector: Vec<String> = pod
+            .labels
+            .iter()
+            .filter(|(k, _)| !PER_POD.contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let req = Req::new("list", "pods", "Pod").ns(&pod.namespace);
+        let lp = ListParams::default().labels(&selector.join(","));
+        let pods = list_all(&self.namespaced::<Pod>(&pod.namespace), &lp, req).await?;
+        Ok(pods
+            .iter()
+            .map(pod_state)
+            .filter(|p| p.controller.as_ref() == Some(owner))
+            .collect())
+    }
+
     /// Pods waiting for a node: phase Pending and either unbound or `PodScheduled=False`
     /// (bound pods that are still starting are not counted).
     pub async fn pending_pods(&self) -> Result<Vec<PodState>, OpsError> {

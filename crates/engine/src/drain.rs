@@ -19,6 +19,7 @@ use theseus_model::spec::DrainPolicy;
 use tokio::time::Instant;
 
 use crate::error::StepError;
+use crate::guard::{UnbudgetedGuard, Verdict};
 
 /// kubectl drain's pause after a refused eviction: the longest a refused eviction waits before
 /// it is tried again.
@@ -86,6 +87,9 @@ pub struct Drainer<'a> {
     pub endpoint_settle: Duration,
     /// Progress.
     pub on_event: &'a (dyn Fn(DrainEvent) + Send + Sync),
+    /// `protectUnbudgeted` at run time (see [`crate::guard`]); `None`: evict unbudgeted
+    /// workloads as kubectl drain does.
+    pub guard: Option<&'a UnbudgetedGuard>,
 }
 
 /// An eviction that ended without success: blocked by PDBs at the deadline (`pod` set), or
@@ -382,10 +386,42 @@ impl Drainer<'_> {
                 .map(|_| ())
                 .map_err(|e| fail(format!("{node}: delete {name}: {e}")));
         }
+        // An unbudgeted workload keeps a ready replica: the lock is held until the eviction.
+        let mut held = None;
+        if let Some(guard) = self.guard {
+            loop {
+                match guard
+                    .check(self.ops, p)
+                    .await
+                    .map_err(|e| fail(format!("{node}: evict {name}: {e}")))?
+                {
+                    Verdict::NotGuarded => break,
+                    Verdict::Go(h) => {
+                        held = Some(h);
+                        break;
+                    }
+                    Verdict::Wait(why) => {
+                        self.emit(DrainEvent::Blocked {
+                            pod: name.clone(),
+                            pdbs: Vec::new(),
+                            message: why.clone(),
+                        });
+                        if Instant::now() >= deadline {
+                            return Err(fail(format!(
+                                "{node}: {name} not evicted by the drain timeout: {why}; add a PodDisruptionBudget, get the workload's pods Ready, or set strategy.protectUnbudgeted: false, then `theseus resume`"
+                            )));
+                        }
+                        tokio::time::sleep(BUDGET_POLL).await;
+                    }
+                }
+            }
+        }
         // The budgets that refused this pod, looked up once.
         let mut budgets: Option<Vec<String>> = None;
         loop {
-            match self.ops.try_evict(&p.namespace, &p.name, grace).await {
+            let outcome = self.ops.try_evict(&p.namespace, &p.name, grace).await;
+            drop(held.take());
+            match outcome {
                 Ok(Eviction::Evicted) => {
                     Counters::add(&counters.evicted);
                     self.emit(DrainEvent::Evicted { pod: name });

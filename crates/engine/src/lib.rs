@@ -19,6 +19,7 @@ pub mod clock;
 pub mod drain;
 pub mod error;
 pub mod events;
+pub mod guard;
 mod hooks;
 pub mod report;
 mod run;

@@ -92,6 +92,8 @@ pub(crate) struct Ctx {
     pub refused: AtomicU64,
     pub surged: AtomicU64,
     pub actions: AtomicU64,
+    /// `protectUnbudgeted` across every drain of the run.
+    pub unbudgeted: crate::guard::UnbudgetedGuard,
 }
 
 impl Ctx {
@@ -256,6 +258,7 @@ impl Engine {
                 refused: AtomicU64::new(0),
                 surged: AtomicU64::new(0),
                 actions: AtomicU64::new(0),
+                unbudgeted: crate::guard::UnbudgetedGuard::default(),
             }),
             availability: p.availability,
         }

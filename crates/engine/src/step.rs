@@ -825,6 +825,10 @@ impl<'a> Step<'a> {
             pods_ready_timeout: Duration::from_secs(spec.timeouts.pods_ready.0),
             endpoint_settle: self.ctx.options.endpoint_settle,
             on_event,
+            guard: spec
+                .strategy
+                .protect_unbudgeted
+                .then_some(&self.ctx.unbudgeted),
         }
     }
 

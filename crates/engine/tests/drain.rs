@@ -71,6 +71,7 @@ async fn drains_sharing_a_budget_take_turns_and_retry_as_soon_as_it_allows() {
         pods_ready_timeout: Duration::from_secs(300),
         endpoint_settle: Duration::from_secs(5),
         on_event: &on_event,
+        guard: None,
     };
     let (ra, rb) = tokio::join!(d.drain(&a), d.drain(&b));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
@@ -102,4 +103,81 @@ async fn drains_sharing_a_budget_take_turns_and_retry_as_soon_as_it_allows() {
     // Nothing went below the budget, by the simulator's own account.
     let violations = sim.invariants.violations();
     assert!(violations.is_empty(), "{violations:#?}");
+}
+
+/// Drains both nodes that run cache-warmer (2 replicas, no PDB) at once, with or without the
+/// protectUnbudgeted guard; returns the instants its two pods were evicted.
+async fn drain_cache_warmer_nodes(guarded: bool) -> Vec<Instant> {
+    let sim = dce().await;
+    let ops = Ops::new(theseus_cluster::in_process(sim.router()));
+    let (pods, _) = sim
+        .cluster
+        .list(&sim.cluster.res.pods, Some("shop"))
+        .await
+        .unwrap();
+    let mut nodes: Vec<String> = pods
+        .iter()
+        .filter(|p| {
+            p.value["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("cache-warmer-"))
+        })
+        .filter_map(|p| p.value["spec"]["nodeName"].as_str().map(str::to_string))
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(
+        nodes.len(),
+        2,
+        "cache-warmer should run on two nodes: {nodes:?}"
+    );
+    for n in &nodes {
+        ops.cordon(n, "test").await.unwrap();
+    }
+    let policy = DrainPolicy {
+        ignore_daemon_sets: true,
+        delete_empty_dir_data: true,
+        force: true,
+        timeout: SpecDuration(300),
+        ..DrainPolicy::default()
+    };
+    let seen: Arc<Mutex<Vec<(Instant, DrainEvent)>>> = Arc::default();
+    let s = seen.clone();
+    let on_event = move |e: DrainEvent| s.lock().unwrap().push((Instant::now(), e));
+    let guard = theseus_engine::guard::UnbudgetedGuard::default();
+    let d = Drainer {
+        ops: &ops,
+        policy: &policy,
+        surge_single_replica: true,
+        run_id: "test",
+        poll: Duration::from_secs(1),
+        pods_ready_timeout: Duration::from_secs(300),
+        endpoint_settle: Duration::from_secs(5),
+        on_event: &on_event,
+        guard: guarded.then_some(&guard),
+    };
+    let (ra, rb) = tokio::join!(d.drain(&nodes[0]), d.drain(&nodes[1]));
+    ra.unwrap();
+    rb.unwrap();
+    let seen = seen.lock().unwrap();
+    seen.iter()
+        .filter(|(_, e)| matches!(e, DrainEvent::Evicted { pod } if pod.contains("cache-warmer-")))
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unbudgeted_workload_keeps_a_ready_replica_while_two_drains_run() {
+    // Without the guard both replicas go at once (nothing in the API stops it)...
+    let unguarded = drain_cache_warmer_nodes(false).await;
+    assert_eq!(unguarded.len(), 2);
+    assert!(unguarded[1] - unguarded[0] < Duration::from_secs(1));
+    // ...with it, the second waits until the first one's replacement is Ready (5 s start-up).
+    let guarded = drain_cache_warmer_nodes(true).await;
+    assert_eq!(guarded.len(), 2);
+    let gap = guarded[1] - guarded[0];
+    assert!(
+        gap >= Duration::from_secs(5),
+        "second eviction {gap:?} after the first"
+    );
 }

@@ -257,6 +257,7 @@ async fn theseus_drain(ops: &Ops, node: &str, poll: Duration) -> Res<(f64, u64)>
         pods_ready_timeout: Duration::from_secs(300),
         endpoint_settle: Duration::from_secs(5),
         on_event: &on_event,
+        guard: None,
     };
     let t = Instant::now();
     ops.cordon(node, "drain-bench").await?;

@@ -205,7 +205,16 @@ fn progress(
 ) -> EventSink {
     let seen = Arc::new(AtomicU64::new(0));
     let last_blocked = Arc::new(Mutex::new(String::new()));
+    // MIGRATE_BENCH_TRACE=text: print every engine event that mentions it (debugging a probe
+    // failure or a violation the summary names).
+    let trace = std::env::var("MIGRATE_BENCH_TRACE").ok();
     Arc::new(move |e: &Stamped| {
+        if let Some(t) = &trace {
+            let text = format!("{:?}", e.event);
+            if text.contains(t.as_str()) {
+                println!("    trace {:.1}s {text}", e.at);
+            }
+        }
         if matches!(
             e.event,
             Event::WaveStarted { .. }
