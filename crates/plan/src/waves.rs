@@ -10,8 +10,8 @@
 //!    replacements of single-replica Deployments as extra healthy pods); the engine's drains
 //!    evict them one budget at a time, the API server refusing (429) the rest until the
 //!    previous round's replacements are Ready, so a PDB is never exceeded; workloads without
-//!    PDB keep a ready replica (`protectUnbudgeted`, one round: nothing but the plan enforces
-//!    it);
+//!    PDB keep a ready replica (`protectUnbudgeted`: the same rounds, enforced by the engine's
+//!    guard instead of the API server);
 //! 2. can place every displaced pod on the nodes that remain (see [`crate::placement`]), counting
 //!    the nodes already out (not Ready, cordoned) and, for add-before-remove, the new nodes;
 //! 3. stays within the cap (`maxUnavailable`).
@@ -96,9 +96,8 @@ pub struct WaveOptions {
     /// Drain rounds a multi-node wave may take per PDB: a wave may evict up to `allowed ×
     /// max_rounds` pods of a PDB, which the engine's drains then evict one budget at a time
     /// (each round waits for the previous round's replacements to be Ready: the API server
-    /// refuses the rest with 429 meanwhile). 1: never more than the budget allows at once.
-    /// Implicit budgets (`protectUnbudgeted`) are not enforced by the API server, so they
-    /// always take one round.
+    /// refuses the rest with 429 meanwhile, and the engine's guard does the same for the
+    /// implicit budgets of `protectUnbudgeted`). 1: never more than the budget allows at once.
     pub max_rounds: u32,
 }
 
@@ -260,10 +259,7 @@ impl<'a> WaveBuilder<'a> {
         match (lone, which) {
             (true, BudgetRef::Implicit(_)) => false,
             (true, BudgetRef::Pdb(_)) => evicted > 0 && allowed == 0,
-            (false, BudgetRef::Implicit(_)) => evicted > allowed,
-            (false, BudgetRef::Pdb(_)) => {
-                evicted > allowed.saturating_mul(i64::from(self.opts.max_rounds.max(1)))
-            }
+            (false, _) => evicted > allowed.saturating_mul(i64::from(self.opts.max_rounds.max(1))),
         }
     }
 
@@ -488,7 +484,7 @@ impl<'a> WaveBuilder<'a> {
         let mut rounds = 1i64;
         for &b in &self.touched {
             let bi = b as usize;
-            if matches!(self.defs[bi].which, BudgetRef::Pdb(_)) && self.evicted[bi] > 0 {
+            if self.evicted[bi] > 0 {
                 let allowed = self.allowed(b).max(1);
                 rounds = rounds.max((self.evicted[bi] + allowed - 1) / allowed);
             }
