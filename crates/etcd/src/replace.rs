@@ -779,6 +779,11 @@ impl Replacer<'_> {
                     ic.push(format!("{name}={u}"));
                 }
             }
+            // etcd 3.4 answers MemberList from the member asked, which may not have applied the
+            // MemberAdd yet: the new member must be in its own --initial-cluster regardless.
+            if !list.members.iter().any(|m| m.id == id) {
+                ic.push(format!("{}={}", self.new.name, self.new.peer_url));
+            }
             let spec = StartSpec {
                 name: self.new.name.clone(),
                 member_id: id,
