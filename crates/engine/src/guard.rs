@@ -21,15 +21,17 @@ use tokio::time::Instant;
 /// How old the list of PDBs may be.
 pub const PDB_REFRESH: Duration = Duration::from_secs(30);
 
+/// Namespace → the matchLabels of each PDB in it.
+type PdbIndex = BTreeMap<String, Vec<BTreeMap<String, String>>>;
+/// (namespace, controller kind, controller name).
+type WorkloadKey = (String, String, String);
+
 /// Shared by every drain of a run.
 #[derive(Default)]
 pub struct UnbudgetedGuard {
     /// (listed at, namespace → matchLabels of each PDB).
-    pdbs: tokio::sync::Mutex<(
-        Option<Instant>,
-        BTreeMap<String, Vec<BTreeMap<String, String>>>,
-    )>,
-    locks: Mutex<HashMap<(String, String, String), Arc<tokio::sync::Mutex<()>>>>,
+    pdbs: tokio::sync::Mutex<(Option<Instant>, PdbIndex)>,
+    locks: Mutex<HashMap<WorkloadKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// What the guard says about one pod.
@@ -49,7 +51,7 @@ impl UnbudgetedGuard {
     async fn budgeted(&self, ops: &Ops, pod: &PodState) -> Result<bool, OpsError> {
         let mut g = self.pdbs.lock().await;
         if g.0.is_none_or(|t| t.elapsed() > PDB_REFRESH) {
-            let mut map: BTreeMap<String, Vec<BTreeMap<String, String>>> = BTreeMap::new();
+            let mut map = PdbIndex::new();
             for p in ops.pdbs().await? {
                 map.entry(p.namespace).or_default().push(p.selector_labels);
             }
@@ -62,7 +64,7 @@ impl UnbudgetedGuard {
         }))
     }
 
-    fn lock_of(&self, key: (String, String, String)) -> Arc<tokio::sync::Mutex<()>> {
+    fn lock_of(&self, key: WorkloadKey) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
