@@ -241,9 +241,10 @@ async fn planned_waves_drain_in_the_simulator_without_breaking_a_budget() {
         "wave {}: evicted pods",
         p.waves[first].index
     );
-    assert_eq!(
-        drained[first].refusals, 0,
-        "the first wave is within every budget"
+    // Refusals (429) only where the plan drains a budget in rounds.
+    assert!(
+        drained[first].refusals == 0 || p.waves[first].drain_rounds > 1,
+        "the first wave is within every budget in one round"
     );
     let evicted: usize = drained.iter().map(|d| d.evicted).sum();
     assert!(
@@ -319,7 +320,7 @@ async fn planned_waves_of_a_generated_cluster_drain_without_breaking_a_budget() 
         .position(|w| w.kind == WaveKind::Workers)
         .unwrap_or(0);
     assert_eq!(drained[first].evicted, p.waves[first].evicted_pods as usize);
-    assert_eq!(drained[first].refusals, 0);
+    assert!(drained[first].refusals == 0 || p.waves[first].drain_rounds > 1);
     let summary: Vec<(u32, usize, usize, u32, u32)> = p
         .waves
         .iter()
