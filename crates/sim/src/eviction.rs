@@ -4,7 +4,8 @@
 //! pod is deleted.
 
 use crate::json::Ptr;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use axum::response::Response;
 use http::StatusCode;
@@ -15,7 +16,7 @@ use crate::registry::ResourceInfo;
 use crate::rest::{self, DeleteOptions, meta_str};
 use crate::selector::LabelSelector;
 use crate::server::{ApiServer, value_response};
-use crate::store::{ListOptions, ObjectKey, Precondition, StoreError};
+use crate::store::{ListOptions, ObjectKey, Precondition, StoreError, StoredObject};
 
 /// Refuse evictions once this many are recorded but not yet seen by the disruption controller.
 pub const MAX_DISRUPTED_POD_SIZE: usize = 2000;
@@ -146,7 +147,8 @@ pub async fn evict(
     let mut pin_rv = false;
     let mut pdb_name = String::new();
     if let Some(first) = pdbs.into_iter().next() {
-        pdb_name = meta_str(&first, "name").unwrap_or("").to_string();
+        let first = &first.value;
+        pdb_name = meta_str(first, "name").unwrap_or("").to_string();
         let status = |f: &str| {
             first
                 .ptr(&format!("/status/{f}"))
@@ -180,35 +182,141 @@ pub async fn evict(
     }
 }
 
+/// The budgets of one namespace as of a spec epoch of the PodDisruptionBudgets (see
+/// [`crate::store::Store::spec_epoch`]): their parsed selectors (None: matches nothing), indexed
+/// by their first `matchLabels` pair, so that an eviction looks at the few budgets that can
+/// select its pod instead of parsing every budget of the namespace.
+#[derive(Default)]
+pub(crate) struct NsBudgets {
+    epoch: u64,
+    selectors: BTreeMap<String, Option<LabelSelector>>,
+    by_pair: BTreeMap<(String, String), Vec<String>>,
+    any: Vec<String>,
+}
+
+/// Budgets by namespace, for the eviction subresource.
+pub(crate) type SelectorCache = std::sync::Mutex<HashMap<String, NsBudgets, crate::json::FnvBuild>>;
+
+fn budgets_of(items: &[Arc<StoredObject>], epoch: u64) -> NsBudgets {
+    let mut b = NsBudgets {
+        epoch,
+        ..Default::default()
+    };
+    for p in items {
+        let name = meta_str(&p.value, "name").unwrap_or("").to_string();
+        let raw = p.value.ptr("/spec/selector");
+        // An invalid selector matches nothing; so does an empty one.
+        let parsed = match raw.map(LabelSelector::from_json) {
+            Some(Ok(sel)) if !sel.is_empty() => Some(sel),
+            _ => None,
+        };
+        let pair = raw
+            .and_then(|r| r.get("matchLabels"))
+            .and_then(Value::as_object)
+            .and_then(|m| m.iter().next())
+            .and_then(|(k, v)| Some((k.clone(), v.as_str()?.to_string())));
+        if parsed.is_some() {
+            match pair {
+                Some(pair) => b.by_pair.entry(pair).or_default().push(name.clone()),
+                None => b.any.push(name.clone()),
+            }
+        }
+        b.selectors.insert(name, parsed);
+    }
+    b
+}
+
 async fn matching_pdbs(
     server: &ApiServer,
     pdb_info: &ResourceInfo,
     ns: &str,
     pod: &Value,
-) -> Result<Vec<Value>, ApiError> {
-    let list = server
-        .store
-        .list(
-            &pdb_info.key(),
-            &ListOptions {
-                namespace: Some(ns.to_string()),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| ApiError::from_store(e, &pdb_info.qualified(), ""))?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|p| {
-            // An invalid selector matches nothing; so does an empty one.
-            match p.value.ptr("/spec/selector").map(LabelSelector::from_json) {
-                Some(Ok(sel)) => !sel.is_empty() && sel.matches(pod.ptr("/metadata/labels")),
-                _ => false,
+) -> Result<Vec<Arc<StoredObject>>, ApiError> {
+    let res = pdb_info.key();
+    let labels = pod.ptr("/metadata/labels");
+    let epoch = server.store.spec_epoch(&res);
+    let cached = |cache: &HashMap<String, NsBudgets, crate::json::FnvBuild>| {
+        epoch.is_some_and(|e| cache.get(ns).is_some_and(|b| b.epoch == e))
+    };
+    let fresh = cached(
+        &server
+            .pdb_selectors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    if !fresh {
+        let list = server
+            .store
+            .list(
+                &res,
+                &ListOptions {
+                    namespace: Some(ns.to_string()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| ApiError::from_store(e, &pdb_info.qualified(), ""))?;
+        let built = budgets_of(&list.items, epoch.unwrap_or(0));
+        let Some(_) = epoch else {
+            // The store does not say when budgets change: match every budget now.
+            return Ok(list
+                .items
+                .into_iter()
+                .filter(|p| {
+                    let name = meta_str(&p.value, "name").unwrap_or("");
+                    built
+                        .selectors
+                        .get(name)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|s| s.matches(labels))
+                })
+                .collect());
+        };
+        server
+            .pdb_selectors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ns.to_string(), built);
+    }
+    // The budgets that can select the pod, in name order.
+    let names: Vec<String> = {
+        let cache = server
+            .pdb_selectors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(b) = cache.get(ns) else {
+            return Ok(Vec::new());
+        };
+        let mut candidates: std::collections::BTreeSet<&String> = b.any.iter().collect();
+        if let Some(m) = labels.and_then(Value::as_object) {
+            for (k, v) in m {
+                if let Some(v) = v.as_str()
+                    && let Some(names) = b.by_pair.get(&(k.clone(), v.to_string()))
+                {
+                    candidates.extend(names.iter());
+                }
             }
-        })
-        .map(|p| p.value.clone())
-        .collect())
+        }
+        candidates
+            .into_iter()
+            .filter(|n| {
+                b.selectors
+                    .get(n.as_str())
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| s.matches(labels))
+            })
+            .cloned()
+            .collect()
+    };
+    let mut out = Vec::new();
+    for name in names {
+        match server.store.get(&ObjectKey::new(&res, ns, &name)).await {
+            Ok(p) => out.push(p),
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(ApiError::from_store(e, &pdb_info.qualified(), &name)),
+        }
+    }
+    Ok(out)
 }
 
 async fn check_and_decrement(

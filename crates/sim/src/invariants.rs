@@ -4,7 +4,14 @@
 //!
 //! - `PdbBelowMinimum`: a pod of a PodDisruptionBudget started terminating (evicted or deleted)
 //!   while fewer healthy pods than the budget's minimum remained. Computed here from the PDB's
-//!   spec and the pods, not from the PDB status the eviction code reads.
+//!   spec, the pods and their controllers, not from the PDB status the eviction code reads, and
+//!   with its own code (it exists to catch the disruption controller's mistakes). The minimum is
+//!   the one the real disruption controller derives: for an integer `minAvailable`, that number
+//!   (the expected count is the number of matching pods); for `maxUnavailable` and a percentage
+//!   `minAvailable`, the expected count is the scale of the pods' controllers (a ReplicaSet owned
+//!   by a Deployment counts as the Deployment; ReplicaSets and StatefulSets as themselves), so
+//!   that pending replacements and terminating pods do not inflate it; percentages round up.
+//!   Pods are indexed per budget, so a check costs O(pods of that budget).
 //! - `ControllerBelowReplicas`: a ReplicaSet or StatefulSet had fewer ready pods than its
 //!   `spec.replicas` for longer than the tolerance (a lost pod).
 //! - `NodeLeftCordoned`: reported by [`Invariants::final_check`]: a node that was schedulable at the
@@ -34,10 +41,62 @@ pub struct Violation {
 
 type Key = (String, String);
 
+/// What the recorder keeps of a pod.
+struct PodEntry {
+    obj: Arc<StoredObject>,
+    healthy: bool,
+    /// The controller reference: (kind, uid).
+    controller: Option<(String, String)>,
+    /// Names of the budgets (same namespace) whose selector matches the pod.
+    pdbs: Vec<String>,
+}
+
+/// A budget's minimum, as written in its spec.
+#[derive(Clone, Debug, PartialEq)]
+enum Minimum {
+    /// `minAvailable` as an integer: the expected count is the number of matching pods.
+    MinCount(i64),
+    /// `minAvailable` as a percentage of the controllers' scale.
+    MinPercent(i64),
+    /// `maxUnavailable` (integer or percentage) off the controllers' scale.
+    MaxUnavailable(Value),
+    None,
+}
+
+struct PdbEntry {
+    /// `None`: selects nothing (no, empty or invalid selector).
+    selector: Option<LabelSelector>,
+    /// The selector as written, to notice a change.
+    raw_selector: Option<Value>,
+    minimum: Minimum,
+    /// Names of the matching pods of the namespace.
+    members: BTreeSet<String>,
+}
+
+/// A workload controller with a scale: (kind, spec.replicas, its own controller (kind, uid)).
+struct Scaled {
+    kind: &'static str,
+    replicas: i64,
+    owner: Option<(String, String)>,
+}
+
+/// Budgets of one namespace, indexed by one `matchLabels` pair (key → value → names); `any`
+/// holds those selecting by expressions only.
+#[derive(Default)]
+struct NsBudgets {
+    by_pair: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+    any: BTreeSet<String>,
+}
+
 #[derive(Default)]
 struct State {
-    pods: BTreeMap<Key, Arc<StoredObject>>,
-    pdbs: BTreeMap<Key, Arc<StoredObject>>,
+    pods: BTreeMap<Key, PodEntry>,
+    pdbs: BTreeMap<Key, PdbEntry>,
+    budgets: BTreeMap<String, NsBudgets>,
+    /// Pod names by (namespace, label key, label value), for a new budget's first members.
+    pods_by_label: BTreeMap<(String, String, String), BTreeSet<String>>,
+    /// ReplicaSets, StatefulSets and Deployments by uid.
+    scaled: BTreeMap<String, Scaled>,
     /// ReplicaSets and StatefulSets: key -> (desired, ready, below since).
     controllers: BTreeMap<Key, (String, i64, i64, Option<tokio::time::Instant>)>,
     violations: Vec<Violation>,
@@ -66,15 +125,330 @@ fn healthy(pod: &Value) -> bool {
             })
 }
 
-fn int_or_percent(v: &Value, total: i64, round_up: bool) -> Option<i64> {
+/// An integer, or a percentage of `total` rounded up (as the disruption controller rounds both
+/// `minAvailable` and `maxUnavailable`).
+fn int_or_percent_up(v: &Value, total: i64) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => {
             let p: i64 = s.strip_suffix('%')?.parse().ok()?;
-            let x = p * total;
-            Some(if round_up { (x + 99) / 100 } else { x / 100 })
+            Some((p.saturating_mul(total).saturating_add(99)).div_euclid(100))
         }
         _ => None,
+    }
+}
+
+fn controller_of(pod: &Value) -> Option<(String, String)> {
+    pod.ptr("/metadata/ownerReferences")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .map(|r| {
+            let s = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+            (s("kind"), s("uid"))
+        })
+}
+
+fn minimum_of(pdb: &Value) -> Minimum {
+    let spec = pdb.get("spec");
+    let field = |f: &str| spec.and_then(|s| s.get(f)).filter(|v| !v.is_null());
+    if let Some(m) = field("maxUnavailable") {
+        return Minimum::MaxUnavailable(m.clone());
+    }
+    match field("minAvailable") {
+        Some(Value::Number(n)) => Minimum::MinCount(n.as_i64().unwrap_or(0)),
+        Some(Value::String(s)) => match s.strip_suffix('%').and_then(|p| p.parse().ok()) {
+            Some(p) => Minimum::MinPercent(p),
+            None => Minimum::None,
+        },
+        _ => Minimum::None,
+    }
+}
+
+impl NsBudgets {
+    /// The pair a budget is indexed by: its first `matchLabels` pair, if any.
+    fn pair(selector: Option<&Value>) -> Option<(String, String)> {
+        selector?
+            .get("matchLabels")?
+            .as_object()?
+            .iter()
+            .find_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+    }
+
+    fn add(&mut self, pair: Option<(String, String)>, name: &str) {
+        match pair {
+            Some((k, v)) => {
+                self.by_pair
+                    .entry(k)
+                    .or_default()
+                    .entry(v)
+                    .or_default()
+                    .insert(name.to_string());
+            }
+            None => {
+                self.any.insert(name.to_string());
+            }
+        }
+    }
+
+    fn remove(&mut self, pair: Option<(String, String)>, name: &str) {
+        match pair {
+            Some((k, v)) => {
+                if let Some(values) = self.by_pair.get_mut(&k) {
+                    if let Some(set) = values.get_mut(&v) {
+                        set.remove(name);
+                        if set.is_empty() {
+                            values.remove(&v);
+                        }
+                    }
+                    if values.is_empty() {
+                        self.by_pair.remove(&k);
+                    }
+                }
+            }
+            None => {
+                self.any.remove(name);
+            }
+        }
+    }
+
+    /// Budgets that may select a pod with these labels (to be confirmed by their selector).
+    fn candidates(&self, labels: Option<&Value>) -> BTreeSet<&String> {
+        let mut out: BTreeSet<&String> = self.any.iter().collect();
+        if let Some(m) = labels.and_then(Value::as_object) {
+            for (k, v) in m {
+                if let Some(set) = v
+                    .as_str()
+                    .and_then(|v| self.by_pair.get(k.as_str())?.get(v))
+                {
+                    out.extend(set.iter());
+                }
+            }
+        }
+        out
+    }
+}
+
+fn label_pairs(labels: Option<&Value>) -> Vec<(String, String)> {
+    labels
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl State {
+    fn index_labels(&mut self, key: &Key, labels: Option<&Value>, add: bool) {
+        for (k, v) in label_pairs(labels) {
+            let ik = (key.0.clone(), k, v);
+            if add {
+                self.pods_by_label
+                    .entry(ik)
+                    .or_default()
+                    .insert(key.1.clone());
+            } else if let Some(set) = self.pods_by_label.get_mut(&ik) {
+                set.remove(&key.1);
+                if set.is_empty() {
+                    self.pods_by_label.remove(&ik);
+                }
+            }
+        }
+    }
+
+    /// Names of the budgets of `ns` whose selector matches `labels`.
+    fn matching_pdbs(&self, ns: &str, labels: Option<&Value>) -> Vec<String> {
+        let Some(b) = self.budgets.get(ns) else {
+            return Vec::new();
+        };
+        b.candidates(labels)
+            .into_iter()
+            .filter(|name| {
+                self.pdbs
+                    .get(&(ns.to_string(), (*name).clone()))
+                    .and_then(|p| p.selector.as_ref())
+                    .is_some_and(|s| s.matches(labels))
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn put_pod(&mut self, o: &Arc<StoredObject>) {
+        let (ns, name) = ns_name(&o.value);
+        let key = (ns.to_string(), name.to_string());
+        let labels = o.value.ptr("/metadata/labels");
+        let pdbs = match self.pods.get(&key) {
+            Some(old) if old.obj.value.ptr("/metadata/labels") == labels => old.pdbs.clone(),
+            _ => {
+                self.unlink_pod(&key);
+                if let Some(old) = self.pods.get(&key) {
+                    let old_obj = old.obj.clone();
+                    self.index_labels(&key, old_obj.value.ptr("/metadata/labels"), false);
+                }
+                self.index_labels(&key, labels, true);
+                let pdbs = self.matching_pdbs(ns, labels);
+                for p in &pdbs {
+                    if let Some(e) = self.pdbs.get_mut(&(key.0.clone(), p.clone())) {
+                        e.members.insert(key.1.clone());
+                    }
+                }
+                pdbs
+            }
+        };
+        let entry = PodEntry {
+            healthy: healthy(&o.value),
+            controller: controller_of(&o.value),
+            obj: o.clone(),
+            pdbs,
+        };
+        self.pods.insert(key, entry);
+    }
+
+    /// Removes a pod from the budgets it was a member of.
+    fn unlink_pod(&mut self, key: &Key) {
+        let Some(old) = self.pods.get(key) else {
+            return;
+        };
+        for p in old.pdbs.clone() {
+            if let Some(e) = self.pdbs.get_mut(&(key.0.clone(), p)) {
+                e.members.remove(&key.1);
+            }
+        }
+    }
+
+    fn drop_pod(&mut self, key: &Key) {
+        self.unlink_pod(key);
+        if let Some(old) = self.pods.remove(key) {
+            self.index_labels(key, old.obj.value.ptr("/metadata/labels"), false);
+        }
+    }
+
+    fn put_pdb(&mut self, o: &Arc<StoredObject>) {
+        let (ns, name) = ns_name(&o.value);
+        let key = (ns.to_string(), name.to_string());
+        let raw = o.value.ptr("/spec/selector").filter(|s| !s.is_null());
+        let minimum = minimum_of(&o.value);
+        if let Some(e) = self.pdbs.get_mut(&key)
+            && e.raw_selector.as_ref() == raw
+        {
+            e.minimum = minimum; // a status write, or a new minimum
+            return;
+        }
+        self.drop_pdb(&key);
+        let selector = raw
+            .and_then(|s| LabelSelector::from_json(s).ok())
+            .filter(|s| !s.is_empty());
+        let mut members = BTreeSet::new();
+        if let Some(sel) = &selector {
+            // Candidates: the pods with the budget's first matchLabels pair, else the namespace's.
+            let candidates: Vec<&String> = match NsBudgets::pair(raw) {
+                Some((k, v)) => self
+                    .pods_by_label
+                    .get(&(key.0.clone(), k, v))
+                    .map(|set| set.iter().collect())
+                    .unwrap_or_default(),
+                None => self
+                    .pods
+                    .range((key.0.clone(), String::new())..)
+                    .take_while(|(k, _)| k.0 == key.0)
+                    .map(|(k, _)| &k.1)
+                    .collect(),
+            };
+            for pod in candidates {
+                if let Some(p) = self.pods.get(&(key.0.clone(), pod.clone()))
+                    && sel.matches(p.obj.value.ptr("/metadata/labels"))
+                {
+                    members.insert(pod.clone());
+                }
+            }
+            for pod in &members {
+                if let Some(p) = self.pods.get_mut(&(key.0.clone(), pod.clone())) {
+                    p.pdbs.push(key.1.clone());
+                }
+            }
+            self.budgets
+                .entry(key.0.clone())
+                .or_default()
+                .add(NsBudgets::pair(raw), &key.1);
+        }
+        self.pdbs.insert(
+            key,
+            PdbEntry {
+                selector,
+                raw_selector: raw.cloned(),
+                minimum,
+                members,
+            },
+        );
+    }
+
+    fn drop_pdb(&mut self, key: &Key) {
+        let Some(old) = self.pdbs.remove(key) else {
+            return;
+        };
+        for pod in &old.members {
+            if let Some(p) = self.pods.get_mut(&(key.0.clone(), pod.clone())) {
+                p.pdbs.retain(|n| *n != key.1);
+            }
+        }
+        if old.selector.is_some()
+            && let Some(b) = self.budgets.get_mut(&key.0)
+        {
+            b.remove(NsBudgets::pair(old.raw_selector.as_ref()), &key.1);
+            if b.by_pair.is_empty() && b.any.is_empty() {
+                self.budgets.remove(&key.0);
+            }
+        }
+    }
+
+    /// The scale of a pod's controller: (the uid it is counted under, replicas). `None` for a
+    /// pod without a controller, or one whose controller has no scale the recorder knows.
+    fn scale_of<'a>(&'a self, controller: &'a (String, String)) -> Option<(&'a str, i64)> {
+        let (_, uid) = controller;
+        let c = self.scaled.get(uid)?;
+        if c.kind == "ReplicaSet"
+            && let Some((okind, ouid)) = &c.owner
+            && okind == "Deployment"
+            && let Some(d) = self.scaled.get(ouid)
+        {
+            return Some((ouid.as_str(), d.replicas));
+        }
+        Some((uid.as_str(), c.replicas))
+    }
+
+    /// (healthy pods, pods the budget needs) for one budget, from its members.
+    fn budget_numbers(&self, ns: &str, pdb: &PdbEntry) -> (i64, i64) {
+        let members: Vec<&PodEntry> = pdb
+            .members
+            .iter()
+            .filter_map(|n| self.pods.get(&(ns.to_string(), n.clone())))
+            .collect();
+        let healthy_now = members.iter().filter(|p| p.healthy).count() as i64;
+        let controllers_scale = || {
+            let mut scales: BTreeMap<&str, i64> = BTreeMap::new();
+            for p in &members {
+                if let Some((uid, n)) = p.controller.as_ref().and_then(|c| self.scale_of(c)) {
+                    scales.insert(uid, n);
+                }
+            }
+            scales.values().fold(0i64, |a, b| a.saturating_add(*b))
+        };
+        let desired = match &pdb.minimum {
+            Minimum::MinCount(n) => *n,
+            Minimum::MinPercent(p) => {
+                let expected = controllers_scale();
+                (p.saturating_mul(expected).saturating_add(99)).div_euclid(100)
+            }
+            Minimum::MaxUnavailable(m) => {
+                let expected = controllers_scale();
+                let max = int_or_percent_up(m, expected).unwrap_or(0);
+                expected.saturating_sub(max).max(0)
+            }
+            Minimum::None => 0,
+        };
+        (healthy_now, desired)
     }
 }
 
@@ -140,39 +514,16 @@ impl Invariants {
         self.violations()
     }
 
-    fn check_pdbs(&self, st: &mut State, pod: &Value, at: f64, how: &str) {
-        let (ns, name) = ns_name(pod);
-        let labels = pod.ptr("/metadata/labels");
-        let pdbs: Vec<(Key, Arc<StoredObject>)> = st
-            .pdbs
-            .range((ns.to_string(), String::new())..)
-            .take_while(|(k, _)| k.0 == ns)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (key, pdb) in pdbs {
-            let pdb = &pdb.value;
-            let Some(Ok(sel)) = pdb.ptr("/spec/selector").map(LabelSelector::from_json) else {
+    /// Checks the budgets `pdbs` (of the namespace of the pod `ns/name`) after the pod's
+    /// termination started.
+    fn check_pdbs(&self, st: &mut State, pdbs: &[String], pod: (&str, &str), at: f64, how: &str) {
+        let (ns, name) = pod;
+        for p in pdbs {
+            let key = (ns.to_string(), p.clone());
+            let Some(pdb) = st.pdbs.get(&key) else {
                 continue;
             };
-            if sel.is_empty() || !sel.matches(labels) {
-                continue;
-            }
-            let members: Vec<&Value> = st
-                .pods
-                .range((ns.to_string(), String::new())..)
-                .take_while(|(k, _)| k.0 == ns)
-                .map(|(_, p)| &p.value)
-                .filter(|p| sel.matches(p.ptr("/metadata/labels")))
-                .collect();
-            let expected = members.len() as i64;
-            let healthy_now = members.iter().filter(|p| healthy(p)).count() as i64;
-            let desired = if let Some(m) = pdb.ptr("/spec/minAvailable") {
-                int_or_percent(m, expected, true).unwrap_or(0)
-            } else if let Some(m) = pdb.ptr("/spec/maxUnavailable") {
-                expected - int_or_percent(m, expected, false).unwrap_or(0)
-            } else {
-                0
-            };
+            let (healthy_now, desired) = st.budget_numbers(ns, pdb);
             if healthy_now < desired {
                 st.violations.push(Violation {
                     kind: "PdbBelowMinimum".into(),
@@ -212,6 +563,7 @@ impl Invariants {
             (1, cluster.res.pdbs.clone()),
             (2, cluster.res.replicasets.clone()),
             (3, cluster.res.statefulsets.clone()),
+            (4, cluster.res.deployments.clone()),
         ] {
             let mut inner = cluster.informer_channel(&r);
             let tx = tx.clone();
@@ -245,76 +597,198 @@ impl Invariants {
     fn apply(&self, tag: u8, change: Change) {
         let at = self.now_seconds();
         let mut st = self.lock();
-        let upsert =
-            |st: &mut State, o: &Arc<StoredObject>, deleted: bool, previous: Option<&Value>| {
-                let v = &o.value;
-                let (ns, name) = ns_name(v);
-                let key = (ns.to_string(), name.to_string());
+        match change {
+            Change::Sync(items) => {
+                // The complete state of one resource: forget what is not in it any more.
+                let present: BTreeSet<Key> = items
+                    .iter()
+                    .map(|o| {
+                        let (ns, name) = ns_name(&o.value);
+                        (ns.to_string(), name.to_string())
+                    })
+                    .collect();
                 match tag {
                     0 => {
-                        let was_terminating = previous
-                            .is_some_and(|p| p.ptr("/metadata/deletionTimestamp").is_some());
-                        let now_terminating = v.ptr("/metadata/deletionTimestamp").is_some();
-                        // Only a healthy pod's termination can take a budget below its minimum.
-                        let was_healthy = previous.is_some_and(healthy);
-                        if deleted {
-                            st.pods.remove(&key);
-                            if !was_terminating && was_healthy {
-                                self.check_pdbs(st, v, at, "deleted");
-                            }
-                        } else {
-                            st.pods.insert(key, o.clone());
-                            if now_terminating && !was_terminating && was_healthy {
-                                self.check_pdbs(st, v, at, "evicted or deleted");
-                            }
+                        let gone: Vec<Key> = st
+                            .pods
+                            .keys()
+                            .filter(|k| !present.contains(*k))
+                            .cloned()
+                            .collect();
+                        for k in gone {
+                            st.drop_pod(&k);
                         }
                     }
                     1 => {
-                        if deleted {
-                            st.pdbs.remove(&key);
-                        } else {
-                            st.pdbs.insert(key, o.clone());
+                        let gone: Vec<Key> = st
+                            .pdbs
+                            .keys()
+                            .filter(|k| !present.contains(*k))
+                            .cloned()
+                            .collect();
+                        for k in gone {
+                            st.drop_pdb(&k);
                         }
                     }
                     _ => {
-                        if deleted {
-                            st.controllers.remove(&key);
-                        } else {
-                            let kind = if tag == 2 {
-                                "replicaset"
-                            } else {
-                                "statefulset"
-                            };
-                            let desired =
-                                v.ptr("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-                            let ready = v
-                                .ptr("/status/readyReplicas")
-                                .and_then(Value::as_i64)
-                                .unwrap_or(0);
-                            let since = st.controllers.get(&key).and_then(|c| c.3);
-                            let below = if ready < desired {
-                                since.or(Some(tokio::time::Instant::now()))
-                            } else {
-                                None
-                            };
-                            if below.is_none() {
-                                st.reported_controllers.remove(&key);
+                        let kind = Self::scaled_kind(tag);
+                        let uids: BTreeSet<&str> = items
+                            .iter()
+                            .filter_map(|o| o.value.ptr("/metadata/uid").and_then(Value::as_str))
+                            .collect();
+                        st.scaled
+                            .retain(|uid, c| c.kind != kind || uids.contains(uid.as_str()));
+                        if tag != 4 {
+                            let gone: Vec<Key> = st
+                                .controllers
+                                .iter()
+                                .filter(|(k, c)| {
+                                    c.0 == Self::controller_label(tag) && !present.contains(*k)
+                                })
+                                .map(|(k, _)| k.clone())
+                                .collect();
+                            for k in gone {
+                                st.controllers.remove(&k);
+                                st.reported_controllers.remove(&k);
                             }
-                            st.controllers
-                                .insert(key, (kind.to_string(), desired, ready, below));
                         }
                     }
                 }
-            };
-        match change {
-            Change::Sync(items) => {
                 for o in items {
-                    upsert(&mut st, &o, false, None);
+                    self.upsert(&mut st, tag, &o, false, None, at);
                 }
             }
             Change::Event(e) => {
                 let prev = e.previous.as_ref().map(|p| &p.value);
-                upsert(&mut st, &e.object, e.kind == EventType::Deleted, prev);
+                self.upsert(
+                    &mut st,
+                    tag,
+                    &e.object,
+                    e.kind == EventType::Deleted,
+                    prev,
+                    at,
+                );
+            }
+        }
+    }
+
+    fn scaled_kind(tag: u8) -> &'static str {
+        match tag {
+            2 => "ReplicaSet",
+            3 => "StatefulSet",
+            _ => "Deployment",
+        }
+    }
+
+    fn controller_label(tag: u8) -> &'static str {
+        if tag == 2 {
+            "replicaset"
+        } else {
+            "statefulset"
+        }
+    }
+
+    fn upsert(
+        &self,
+        st: &mut State,
+        tag: u8,
+        o: &Arc<StoredObject>,
+        deleted: bool,
+        previous: Option<&Value>,
+        at: f64,
+    ) {
+        let v = &o.value;
+        let (ns, name) = ns_name(v);
+        let key = (ns.to_string(), name.to_string());
+        match tag {
+            0 => {
+                let was_terminating =
+                    previous.is_some_and(|p| p.ptr("/metadata/deletionTimestamp").is_some());
+                let now_terminating = v.ptr("/metadata/deletionTimestamp").is_some();
+                // Only a healthy pod's termination can take a budget below its minimum.
+                let was_healthy = previous.is_some_and(healthy);
+                if deleted {
+                    let pdbs = st.pods.get(&key).map(|p| p.pdbs.clone());
+                    st.drop_pod(&key);
+                    if !was_terminating
+                        && was_healthy
+                        && let Some(pdbs) = pdbs
+                    {
+                        self.check_pdbs(st, &pdbs, (ns, name), at, "deleted");
+                    }
+                } else {
+                    st.put_pod(o);
+                    if now_terminating && !was_terminating && was_healthy {
+                        let pdbs = st
+                            .pods
+                            .get(&key)
+                            .map(|p| p.pdbs.clone())
+                            .unwrap_or_default();
+                        self.check_pdbs(st, &pdbs, (ns, name), at, "evicted or deleted");
+                    }
+                }
+            }
+            1 => {
+                if deleted {
+                    st.drop_pdb(&key);
+                } else {
+                    st.put_pdb(o);
+                }
+            }
+            _ => {
+                let uid = v
+                    .ptr("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let desired = v.ptr("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+                if deleted {
+                    if st
+                        .scaled
+                        .get(&uid)
+                        .is_some_and(|c| c.kind == Self::scaled_kind(tag))
+                    {
+                        st.scaled.remove(&uid);
+                    }
+                } else {
+                    st.scaled.insert(
+                        uid,
+                        Scaled {
+                            kind: Self::scaled_kind(tag),
+                            replicas: desired,
+                            owner: controller_of(v),
+                        },
+                    );
+                }
+                if tag == 4 {
+                    return; // Deployments only lend their scale
+                }
+                if deleted {
+                    st.controllers.remove(&key);
+                } else {
+                    let ready = v
+                        .ptr("/status/readyReplicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    let since = st.controllers.get(&key).and_then(|c| c.3);
+                    let below = if ready < desired {
+                        since.or(Some(tokio::time::Instant::now()))
+                    } else {
+                        None
+                    };
+                    if below.is_none() {
+                        st.reported_controllers.remove(&key);
+                    }
+                    st.controllers.insert(
+                        key,
+                        (
+                            Self::controller_label(tag).to_string(),
+                            desired,
+                            ready,
+                            below,
+                        ),
+                    );
+                }
             }
         }
     }

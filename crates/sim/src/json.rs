@@ -4,7 +4,56 @@
 //! looks up fields of every object it sees on every event, so that cost shows up in profiles. [`Ptr::ptr`]
 //! borrows the tokens instead and falls back to `pointer` only for escaped tokens (`~0`, `~1`).
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+/// Maps up to this size are searched linearly: cheaper than hashing the key (serde_json's maps
+/// hash with SipHash), and most Kubernetes objects are small maps.
+const LINEAR: usize = 16;
+
+/// `m.get(key)`, without hashing the key when the map is small.
+#[inline]
+pub fn get<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if m.len() <= LINEAR {
+        // Length and first byte first: most keys differ there, without a call to memcmp.
+        let kb = key.as_bytes();
+        m.iter()
+            .find(|(k, _)| {
+                let b = k.as_bytes();
+                b.len() == kb.len() && b.first() == kb.first() && b == kb
+            })
+            .map(|(_, v)| v)
+    } else {
+        m.get(key)
+    }
+}
+
+/// A deterministic, fast hasher (FNV-1a) for maps keyed by short strings on hot paths (the
+/// standard SipHash costs more than a short lookup). Iteration order of such maps must never
+/// matter: runs stay deterministic because the components only look things up in them.
+#[derive(Clone, Copy, Default)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// `HashMap`/`HashSet` state for [`Fnv`].
+pub type FnvBuild = std::hash::BuildHasherDefault<Fnv>;
 
 pub trait Ptr {
     /// Same result as [`Value::pointer`].
@@ -23,7 +72,7 @@ impl Ptr for Value {
         let mut cur = self;
         for token in rest.split('/') {
             cur = match cur {
-                Value::Object(m) => m.get(token)?,
+                Value::Object(m) => get(m, token)?,
                 Value::Array(a) => {
                     if token.len() > 1 && token.starts_with('0') || token.starts_with('+') {
                         return None;

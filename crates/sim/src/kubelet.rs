@@ -365,8 +365,8 @@ const COND_TYPES: [&str; 4] = [
 struct PodRec {
     uid: String,
     node: String,
-    /// (name, image) of each container.
-    containers: Vec<(String, String)>,
+    /// (name, image, image ID) of each container.
+    containers: Vec<(String, String, String)>,
     host_network: bool,
     restart: Restart,
     mirror: bool,
@@ -482,15 +482,14 @@ impl PodRec {
             .into_iter()
             .flatten()
             .map(|c| {
+                let image = c.get("image").and_then(Value::as_str).unwrap_or("");
                 (
                     c.get("name")
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_string(),
-                    c.get("image")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
+                    image.to_string(),
+                    image_id(image),
                 )
             })
             .collect();
@@ -585,6 +584,11 @@ struct NodeRec {
     used: BTreeSet<u32>,
     next_slot: u32,
     last_report: Instant,
+    /// (revision of the Node, `not_ready`) whose conditions were last found to agree with the
+    /// kubelet's: an unchanged Node need not be compared again.
+    checked: Option<(u64, bool)>,
+    /// The Lease as last written (the real kubelet renews from its copy, with an update).
+    lease: Option<Arc<StoredObject>>,
 }
 
 impl NodeRec {
@@ -603,6 +607,8 @@ impl NodeRec {
             used: BTreeSet::new(),
             next_slot: 0,
             last_report: now,
+            checked: None,
+            lease: None,
         }
     }
 
@@ -1060,9 +1066,10 @@ impl Fleet {
             return;
         }
         let obj = self.node_object(name, node);
-        let nodes = self.c.res.nodes.clone();
+        let res = self.c.res.clone();
+        let nodes = &res.nodes;
         self.pace().await;
-        let registered = match self.c.create(&nodes, obj).await {
+        let registered = match self.c.create(nodes, obj).await {
             Ok(v) => Some(v),
             Err(e) if e.code == 409 => self.update_registration(name).await,
             Err(e) => {
@@ -1087,6 +1094,8 @@ impl Fleet {
         node.exists = true;
         node.uid = str_at(&v.value, "/metadata/uid").unwrap_or_default();
         node.lease_owned = false;
+        node.lease = None;
+        node.checked = None;
         node.last_report = now;
         let cidr = str_at(&v.value, "/spec/podCIDR")
             .and_then(|c| parse_cidr(&c))
@@ -1121,8 +1130,9 @@ impl Fleet {
     /// Registration against an existing Node: its status (new nodeInfo, bootID, conditions)
     /// and the kubelet's default labels.
     async fn update_registration(&mut self, name: &str) -> Option<Arc<StoredObject>> {
-        let nodes = self.c.res.nodes.clone();
-        let cur = self.c.get(&nodes, "", name).await.ok()?;
+        let res = self.c.res.clone();
+        let nodes = &res.nodes;
+        let cur = self.c.get(nodes, "", name).await.ok()?;
         let node = self.nodes.get(name)?;
         let status = self.node_status(node, cur.value.ptr("/status/conditions"));
         let want = Self::default_labels(&node.m);
@@ -1135,7 +1145,7 @@ impl Fleet {
             let _ = self
                 .c
                 .merge_patch(
-                    &nodes,
+                    nodes,
                     "",
                     name,
                     None,
@@ -1144,7 +1154,7 @@ impl Fleet {
                 .await;
         }
         self.c
-            .merge_patch(&nodes, "", name, Some("status"), json!({"status": status}))
+            .merge_patch(nodes, "", name, Some("status"), json!({"status": status}))
             .await
             .ok()
     }
@@ -1159,23 +1169,51 @@ impl Fleet {
         // The first renewal after registration points the Lease at this Node object (it may
         // be a new one after a remove-node).
         let set_owner = !node.lease_owned && owners.is_some();
+        let cached = node.lease.clone();
         let now = self.c.server.clock.micro_timestamp();
         let dur = self.cfg.lease_duration_seconds;
-        let leases = self.c.res.leases.clone();
+        let res = self.c.res.clone();
+        let leases = &res.leases;
+        self.pace().await;
+        // The usual renewal: an update of the kubelet's copy of its Lease (a conflict or a
+        // missing Lease falls back to a patch or a creation).
+        if !set_owner && let Some(cached) = cached {
+            let mut lease = cached.value.clone();
+            if let Some(spec) = lease.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("holderIdentity".into(), json!(name));
+                spec.insert("leaseDurationSeconds".into(), json!(dur));
+                spec.insert("renewTime".into(), json!(now));
+                match self.c.update(leases, lease).await {
+                    Ok(v) => {
+                        if let Some(n) = self.nodes.get_mut(name) {
+                            n.lease = Some(v);
+                        }
+                        return;
+                    }
+                    Err(e) if e.code == 409 || e.code == 404 => {}
+                    Err(e) => {
+                        tracing::debug!(node = name, error = %e, "lease renewal failed");
+                        return;
+                    }
+                }
+            }
+        }
         let spec = json!({"holderIdentity": name, "leaseDurationSeconds": dur, "renewTime": now});
         let mut patch = json!({"spec": spec});
         if set_owner {
             patch["metadata"] = json!({"ownerReferences": owners});
         }
-        self.pace().await;
         match self
             .c
-            .merge_patch(&leases, "kube-node-lease", name, None, patch)
+            .merge_patch(leases, "kube-node-lease", name, None, patch)
             .await
         {
-            Ok(_) => {
-                if set_owner && let Some(n) = self.nodes.get_mut(name) {
-                    n.lease_owned = true;
+            Ok(v) => {
+                if let Some(n) = self.nodes.get_mut(name) {
+                    n.lease = Some(v);
+                    if set_owner {
+                        n.lease_owned = true;
+                    }
                 }
             }
             Err(e) if e.code == 404 => {
@@ -1184,16 +1222,22 @@ impl Fleet {
                 if let Some(o) = owners {
                     lease["metadata"]["ownerReferences"] = o;
                 }
-                match self.c.create(&leases, lease).await {
-                    Ok(_) => {
+                match self.c.create(leases, lease).await {
+                    Ok(v) => {
                         if let Some(n) = self.nodes.get_mut(name) {
                             n.lease_owned = !uid.is_empty();
+                            n.lease = Some(v);
                         }
                     }
                     Err(e) => tracing::debug!(node = name, error = %e, "lease creation failed"),
                 }
             }
-            Err(e) => tracing::debug!(node = name, error = %e, "lease renewal failed"),
+            Err(e) => {
+                if let Some(n) = self.nodes.get_mut(name) {
+                    n.lease = None;
+                }
+                tracing::debug!(node = name, error = %e, "lease renewal failed")
+            }
         }
     }
 
@@ -1215,8 +1259,9 @@ impl Fleet {
     /// Posts the Node's conditions when they differ from the API's, when `force`, or when the
     /// last report is older than the report frequency.
     async fn report_status(&mut self, name: &str, force: bool) {
-        let nodes = self.c.res.nodes.clone();
-        let cur = match self.c.get(&nodes, "", name).await {
+        let res = self.c.res.clone();
+        let nodes = &res.nodes;
+        let cur = match self.c.get(nodes, "", name).await {
             Ok(c) => c,
             Err(e) => {
                 if e.code == 404
@@ -1228,35 +1273,41 @@ impl Fleet {
                 return;
             }
         };
-        let Some(node) = self.nodes.get(name) else {
+        let now = Instant::now();
+        let Some(node) = self.nodes.get_mut(name) else {
             return;
         };
         if !node.active() {
             return;
         }
+        let due = node.last_report + self.cfg.status_report_frequency <= now;
+        if !(due || force) && node.checked == Some((cur.revision, node.not_ready)) {
+            return; // the same Node as at the last check: still in agreement
+        }
         let existing = cur.value.ptr("/status/conditions");
         let changed = Self::conditions_changed(existing, node.not_ready);
-        let due = node.last_report + self.cfg.status_report_frequency <= Instant::now();
         if !(changed || due || force) {
+            node.checked = Some((cur.revision, node.not_ready));
             return;
         }
-        let now = self.c.server.clock.timestamp();
-        let (conds, _) = Self::node_conditions(existing, node.not_ready, &now);
+        let not_ready = node.not_ready;
+        let ts = self.c.server.clock.timestamp();
+        let (conds, _) = Self::node_conditions(existing, not_ready, &ts);
         self.pace().await;
-        if self
+        if let Ok(v) = self
             .c
             .merge_patch(
-                &nodes,
+                nodes,
                 "",
                 name,
                 Some("status"),
                 json!({"status": {"conditions": conds}}),
             )
             .await
-            .is_ok()
             && let Some(n) = self.nodes.get_mut(name)
         {
             n.last_report = Instant::now();
+            n.checked = Some((v.revision, not_ready));
         }
     }
 
@@ -1337,10 +1388,11 @@ impl Fleet {
             return;
         }
         let want = self.mirror_pods(name, node);
-        let pods = self.c.res.pods.clone();
-        let nodes = self.c.res.nodes.clone();
+        let res = self.c.res.clone();
+        let pods = &res.pods;
+        let nodes = &res.nodes;
         let mut failed = false;
-        match self.c.get(&nodes, "", name).await {
+        match self.c.get(nodes, "", name).await {
             Ok(_) => {}
             Err(e) => {
                 if e.code == 404
@@ -1355,7 +1407,7 @@ impl Fleet {
             let pname = str_at(&pod, "/metadata/name").unwrap_or_default();
             let image = str_at(&pod, "/spec/containers/0/image");
             self.pace().await;
-            match self.c.get(&pods, "kube-system", &pname).await {
+            match self.c.get(pods, "kube-system", &pname).await {
                 Ok(cur) => {
                     let v = &cur.value;
                     let current = ann(v, MIRROR_ANNOTATION).is_some()
@@ -1373,7 +1425,7 @@ impl Fleet {
                         },
                         ..Default::default()
                     };
-                    match self.c.delete(&pods, "kube-system", &pname, &opts).await {
+                    match self.c.delete(pods, "kube-system", &pname, &opts).await {
                         Ok(true) => {}
                         Ok(false) => {
                             failed = true; // held by finalizers: try again later
@@ -1392,7 +1444,7 @@ impl Fleet {
                     continue;
                 }
             }
-            match self.c.create(&pods, pod).await {
+            match self.c.create(pods, pod).await {
                 Ok(_) => {}
                 Err(e) if e.code == 409 => {}
                 Err(e) => {
@@ -1925,9 +1977,10 @@ impl Fleet {
             },
             ..Default::default()
         };
-        let pods = self.c.res.pods.clone();
+        let res = self.c.res.clone();
+        let pods = &res.pods;
         self.pace().await;
-        match self.c.delete(&pods, &key.0, &key.1, &opts).await {
+        match self.c.delete(pods, &key.0, &key.1, &opts).await {
             Ok(_) => {}
             // Gone, or replaced by a pod of the same name: nothing to confirm.
             Err(e) if e.code == 404 || e.code == 409 => {}
@@ -1945,8 +1998,10 @@ impl Fleet {
         let (phase, _) = rec.desired().unwrap_or((Phase::Pending, false));
         let sandbox = matches!(rec.stage, Stage::Running | Stage::BackOff);
         let want = [sandbox, true, rec.ready, rec.ready];
-        let names: Vec<&str> = rec.containers.iter().map(|c| c.0.as_str()).collect();
-        let unready_msg = format!("containers with unready status: [{}]", names.join(" "));
+        let unready_msg = || {
+            let names: Vec<&str> = rec.containers.iter().map(|c| c.0.as_str()).collect();
+            format!("containers with unready status: [{}]", names.join(" "))
+        };
         let mut conds = rec.foreign.clone();
         for (i, t) in COND_TYPES.iter().enumerate() {
             let (status, since) = if rec.conds[i].0 == want[i] {
@@ -1964,7 +2019,7 @@ impl Fleet {
                 };
                 c["reason"] = json!(reason);
                 if rec.stage != Stage::Done {
-                    c["message"] = json!(unready_msg);
+                    c["message"] = json!(unready_msg());
                 }
             }
             conds.push(c);
@@ -1980,7 +2035,7 @@ impl Fleet {
         let statuses: Vec<Value> = rec
             .containers
             .iter()
-            .map(|(cname, image)| {
+            .map(|(cname, image, id)| {
                 let (state, started, ready, with_id) = match rec.stage {
                     Stage::Running => (
                         json!({"running": {"startedAt": rec.ctr_started}}),
@@ -2012,7 +2067,7 @@ impl Fleet {
                 let mut s = json!({
                     "name": cname,
                     "image": image,
-                    "imageID": if with_id { image_id(image) } else { String::new() },
+                    "imageID": if with_id { id.as_str() } else { "" },
                     "ready": ready,
                     "started": started,
                     "restartCount": rec.restarts,
@@ -2070,11 +2125,12 @@ impl Fleet {
                 }
             }
         }
-        let pods = self.c.res.pods.clone();
+        let res = self.c.res.clone();
+        let pods = &res.pods;
         self.pace().await;
         match self
             .c
-            .merge_patch(&pods, &key.0, &key.1, Some("status"), patch)
+            .merge_patch(pods, &key.0, &key.1, Some("status"), patch)
             .await
         {
             Ok(v) => {

@@ -55,6 +55,38 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// The result of [`merge_patch`] of `patch` onto a copy of `target`, built without copying the
+/// parts of `target` the patch replaces or removes (a status patch does not copy the old status
+/// lists it overwrites).
+pub fn merge_patched(target: &Value, patch: &Value) -> Value {
+    let Value::Object(p) = patch else {
+        return patch.clone();
+    };
+    let Value::Object(t) = target else {
+        let mut out = Value::Object(Obj::new());
+        merge_patch(&mut out, patch);
+        return out;
+    };
+    let mut out = Obj::with_capacity(t.len() + p.len());
+    for (key, value) in t {
+        match p.get(key) {
+            None => {
+                out.insert(key.clone(), value.clone());
+            }
+            Some(Value::Null) => {}
+            Some(pv) => {
+                out.insert(key.clone(), merge_patched(value, pv));
+            }
+        }
+    }
+    for (key, value) in p {
+        if !value.is_null() && !t.contains_key(key) {
+            merge_patch(out.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+    Value::Object(out)
+}
+
 /// RFC 6902 JSON patch (application/json-patch+json); patch must be an array of ops; use the json-patch crate (v4).
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
     if !patch.is_array() {
@@ -692,6 +724,8 @@ mod tests {
             let mut doc = parse(target);
             merge_patch(&mut doc, &parse(patch));
             assert_eq!(doc, parse(expected), "{target} patched by {patch}");
+            let built = merge_patched(&parse(target), &parse(patch));
+            assert_eq!(built, parse(expected), "{target} patched by {patch}");
         }
     }
 
@@ -748,6 +782,15 @@ mod tests {
                 let _ = json_patch(&mut doc, &patch);
                 let mut doc = target;
                 let _ = json_patch(&mut doc, &ops);
+            }
+
+            #[test]
+            fn merge_patched_is_merge_patch_on_a_copy(target in json_value(PLAIN_KEYS), patch in json_value(PLAIN_KEYS)) {
+                let mut in_place = target.clone();
+                merge_patch(&mut in_place, &patch);
+                let built = merge_patched(&target, &patch);
+                // Same value and the same key order.
+                prop_assert_eq!(serde_json::to_string(&built).unwrap(), serde_json::to_string(&in_place).unwrap());
             }
 
             #[test]

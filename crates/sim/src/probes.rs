@@ -21,14 +21,20 @@ use crate::store::EventType;
 /// Whether a pod is really serving right now (its containers run), as its node knows it.
 pub trait PodLiveness: Send + Sync {
     fn is_serving(&self, namespace: &str, pod: &str, ip: &str) -> bool;
+
+    /// [`PodLiveness::is_serving`] with the (namespace, pod) key already built (the probes keep
+    /// it, so that a request allocates nothing).
+    fn is_serving_key(&self, key: &(String, String), ip: &str) -> bool {
+        self.is_serving(&key.0, &key.1, ip)
+    }
 }
 
 /// One endpoint address as kube-proxy sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Backend {
     ip: String,
-    namespace: String,
-    pod: String,
+    /// (namespace, pod).
+    key: (String, String),
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -64,7 +70,7 @@ pub const MAX_TIMELINE: usize = 1000;
 struct ServiceState {
     report: ProbeReport,
     /// Endpoint snapshots (time, ready backends), oldest first.
-    history: VecDeque<(tokio::time::Instant, Vec<Backend>)>,
+    history: VecDeque<(tokio::time::Instant, Arc<Vec<Backend>>)>,
     next: usize,
     gap_start: Option<f64>,
 }
@@ -137,16 +143,16 @@ fn ready_backends(endpoints: &Value) -> Vec<Backend> {
             };
             out.push(Backend {
                 ip: ip.to_string(),
-                namespace: a
-                    .ptr("/targetRef/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                pod: a
-                    .ptr("/targetRef/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
+                key: (
+                    a.ptr("/targetRef/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    a.ptr("/targetRef/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                ),
             });
         }
     }
@@ -190,11 +196,11 @@ pub fn spawn(
                 let mut record = |ep: &Value, deleted: bool| {
                     let (ns, name) = ns_name(ep);
                     if let Some(s) = st.get_mut(&(ns.to_string(), name.to_string())) {
-                        let backends = if deleted {
+                        let backends = Arc::new(if deleted {
                             Vec::new()
                         } else {
                             ready_backends(ep)
-                        };
+                        });
                         s.history.push_back((now, backends));
                         // Keep what the view may still need: one snapshot older than the delay.
                         while s.history.len() > 2
@@ -217,89 +223,139 @@ pub fn spawn(
             }
         }));
     }
-    for spec in specs {
+    // The synthetic clients: one task sends every probe's requests, each at its own rate (a
+    // tokio interval per probe, with `MissedTickBehavior::Delay`, in one queue).
+    let clients: Vec<Client> = specs
+        .into_iter()
+        .map(|spec| Client {
+            period: Duration::from_secs_f64(1.0 / spec.rate_per_second.max(0.001)),
+            key: (spec.namespace.clone(), spec.service.clone()),
+            retries: spec.retries as usize,
+            propagation,
+        })
+        .collect();
+    {
         let probes = probes.clone();
-        let liveness = liveness.clone();
-        let period = Duration::from_secs_f64(1.0 / spec.rate_per_second.max(0.001));
         let me = probes.clone();
         me.track(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let key = (spec.namespace.clone(), spec.service.clone());
+            let mut due: BTreeMap<(tokio::time::Instant, usize), ()> =
+                (0..clients.len()).map(|i| ((start, i), ())).collect();
             loop {
-                tick.tick().await;
-                let now = tokio::time::Instant::now();
-                let at = now.saturating_duration_since(start).as_secs_f64();
-                let mut st = probes.lock();
-                let Some(s) = st.get_mut(&key) else { return };
-                // The client's view: the newest snapshot at least `propagation` old.
-                let view = s
-                    .history
-                    .iter()
-                    .rev()
-                    .find(|(t, _)| now.saturating_duration_since(*t) >= propagation)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                s.report.requests += 1;
-                // One attempt, then up to `retries` other backends, in round-robin order.
-                let outcome = if view.is_empty() {
-                    Err("no endpoints".to_string())
-                } else {
-                    let first = s.next;
-                    s.next = s.next.wrapping_add(1);
-                    let attempts = (spec.retries as usize + 1).min(view.len());
-                    let mut result = Err(String::new());
-                    for k in 0..attempts {
-                        let b = &view[(first + k) % view.len()];
-                        if liveness.is_serving(&b.namespace, &b.pod, &b.ip) {
-                            if k > 0 {
-                                s.report.retried += 1;
-                            }
-                            result = Ok(());
-                            break;
-                        }
-                        result = Err(format!(
-                            "backend {}/{} ({}) not running",
-                            b.namespace, b.pod, b.ip
-                        ));
-                    }
-                    result
+                let Some(((at, _), ())) = due.first_key_value() else {
+                    return;
                 };
-                match outcome {
-                    Ok(()) => {
-                        if let Some(g) = s.gap_start.take() {
-                            s.report.longest_gap_seconds = s.report.longest_gap_seconds.max(at - g);
-                        }
+                tokio::time::sleep_until(*at).await;
+                let now = tokio::time::Instant::now();
+                while let Some((&(at, i), ())) = due.first_key_value() {
+                    if at > now {
+                        break;
                     }
-                    Err(cause) => {
-                        s.report.failures += 1;
-                        s.gap_start.get_or_insert(at);
-                        let bucket = if cause.starts_with("backend") {
-                            "backend not running"
-                        } else {
-                            "no endpoints"
-                        };
-                        *s.report
-                            .failures_by_cause
-                            .entry(bucket.to_string())
-                            .or_default() += 1;
-                        if s.report.timeline.len() < MAX_TIMELINE {
-                            s.report.timeline.push(ProbeFailure {
-                                at_seconds: at,
-                                cause,
-                            });
-                        }
-                        // An open gap counts up to now.
-                        if let Some(g) = s.gap_start {
-                            s.report.longest_gap_seconds = s
-                                .report
-                                .longest_gap_seconds
-                                .max(at - g + period.as_secs_f64());
-                        }
+                    due.pop_first();
+                    let c = &clients[i];
+                    if !request(&probes, c, &*liveness, start, now) {
+                        continue; // the probe is gone
                     }
+                    // A tick served late is followed by one a full period after it.
+                    let next = if at < now { now } else { at } + c.period;
+                    due.insert((next, i), ());
                 }
             }
         }));
     }
     probes
+}
+
+/// One probe's client.
+struct Client {
+    period: Duration,
+    /// (namespace, service).
+    key: (String, String),
+    retries: usize,
+    /// The kube-proxy delay.
+    propagation: Duration,
+}
+
+/// Sends one request of a probe at `now`; false when the probe is unknown.
+fn request(
+    probes: &Probes,
+    client: &Client,
+    liveness: &dyn PodLiveness,
+    start: tokio::time::Instant,
+    now: tokio::time::Instant,
+) -> bool {
+    let at = now.saturating_duration_since(start).as_secs_f64();
+    let period = client.period;
+    let mut st = probes.lock();
+    let Some(s) = st.get_mut(&client.key) else {
+        return false;
+    };
+    let propagation = client.propagation;
+    // The client's view: the newest snapshot at least `propagation` old.
+    let view = s
+        .history
+        .iter()
+        .rev()
+        .find(|(t, _)| now.saturating_duration_since(*t) >= propagation)
+        .map(|(_, b)| b.clone())
+        .unwrap_or_default();
+    let view: &[Backend] = &view;
+    s.report.requests += 1;
+    // One attempt, then up to `retries` other backends, in round-robin order.
+    let outcome = if view.is_empty() {
+        Err("no endpoints".to_string())
+    } else {
+        let first = s.next;
+        s.next = s.next.wrapping_add(1);
+        let attempts = (client.retries + 1).min(view.len());
+        let mut result = Err(String::new());
+        for k in 0..attempts {
+            let b = &view[(first + k) % view.len()];
+            if liveness.is_serving_key(&b.key, &b.ip) {
+                if k > 0 {
+                    s.report.retried += 1;
+                }
+                result = Ok(());
+                break;
+            }
+            result = Err(format!(
+                "backend {}/{} ({}) not running",
+                b.key.0, b.key.1, b.ip
+            ));
+        }
+        result
+    };
+    match outcome {
+        Ok(()) => {
+            if let Some(g) = s.gap_start.take() {
+                s.report.longest_gap_seconds = s.report.longest_gap_seconds.max(at - g);
+            }
+        }
+        Err(cause) => {
+            s.report.failures += 1;
+            s.gap_start.get_or_insert(at);
+            let bucket = if cause.starts_with("backend") {
+                "backend not running"
+            } else {
+                "no endpoints"
+            };
+            *s.report
+                .failures_by_cause
+                .entry(bucket.to_string())
+                .or_default() += 1;
+            if s.report.timeline.len() < MAX_TIMELINE {
+                s.report.timeline.push(ProbeFailure {
+                    at_seconds: at,
+                    cause,
+                });
+            }
+            // An open gap counts up to now.
+            if let Some(g) = s.gap_start {
+                s.report.longest_gap_seconds = s
+                    .report
+                    .longest_gap_seconds
+                    .max(at - g + period.as_secs_f64());
+            }
+        }
+    }
+    true
 }

@@ -160,7 +160,7 @@ pub async fn dispatch(
             } else {
                 StatusCode::ACCEPTED
             };
-            Ok(value_response(code, &v))
+            Ok(value_response(code, &v.value))
         }
         (Method::DELETE, None, None) => {
             let opts = DeleteOptions::parse(query, &body)?;
@@ -294,7 +294,7 @@ impl PatchBody {
 // Helpers on objects
 
 pub fn meta(v: &Value) -> Option<&Map<String, Value>> {
-    v.get("metadata").and_then(Value::as_object)
+    v.ptr("/metadata").and_then(Value::as_object)
 }
 
 fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
@@ -308,7 +308,9 @@ fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
 }
 
 pub fn meta_str<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
-    meta(v).and_then(|m| m.get(field)).and_then(Value::as_str)
+    meta(v)
+        .and_then(|m| crate::json::get(m, field))
+        .and_then(Value::as_str)
 }
 
 fn key_for(info: &ResourceInfo, ns: Option<&str>, name: &str) -> ObjectKey {
@@ -678,6 +680,13 @@ async fn list(
     if !selectors.is_empty() {
         let s = selectors.clone();
         opts.filter = Some(Arc::new(move |v: &Value| s.matches(v)));
+    }
+    opts.label_pairs = selectors.labels.required_pairs();
+    if info.group.is_empty() && info.resource == "pods" {
+        opts.node_name = selectors
+            .fields
+            .required_value("spec.nodeName")
+            .map(str::to_string);
     }
     opts.count_remaining = selectors.is_empty() && known_remaining.is_none();
     let result = server.store.list(&info.key(), &opts).await.map_err(|e| match e {
@@ -1076,6 +1085,30 @@ pub async fn create(
 
 /// Builds the object to store from the current one and the client's, per (sub)resource rules.
 fn prepare_update(info: &ResourceInfo, sub: Option<&str>, old: &Value, new: Value) -> Value {
+    prepare_update_of(info, sub, old, new, false)
+}
+
+/// [`prepare_update`]; `status_only` when the caller knows that `new` differs from `old` in its
+/// `status` alone (a merge patch of the status built on the current object), which spares the
+/// comparisons of everything else.
+fn prepare_update_of(
+    info: &ResourceInfo,
+    sub: Option<&str>,
+    old: &Value,
+    new: Value,
+    status_only: bool,
+) -> Value {
+    if status_only && sub == Some("status") {
+        let mut o = new;
+        if o.get("status").is_some_and(Value::is_null)
+            && let Some(m) = o.as_object_mut()
+        {
+            m.shift_remove("status");
+        }
+        // Metadata and spec are the current ones: nothing immutable changed, no new generation.
+        crate::defaults::normalize(info, &mut o);
+        return o;
+    }
     let mut out = match sub {
         Some("status") if equal_except(old, &new, &["status"]) => {
             // The common case (a status patch applied to a copy of the object): only the status
@@ -1208,10 +1241,14 @@ pub async fn update(
         None => None,
     };
     let key = key_for(info, ns, name);
+    // With a resourceVersion the client asked for, a conflict is an answer, not a retry: the
+    // object is used as it is instead of being copied for another attempt.
+    let mut obj = Some(obj);
     for _ in 0..CONFLICT_RETRIES {
         let cur = match server.store.get(&key).await {
             Ok(c) => c,
             Err(StoreError::NotFound(_)) if sub.is_none() && create_on_update(info) => {
+                let mut obj = obj.take().unwrap_or_default();
                 meta_mut(&mut obj).remove("resourceVersion");
                 let v = create(server, info, ns, obj, opts).await?;
                 return Ok((StatusCode::CREATED, v));
@@ -1223,7 +1260,12 @@ pub async fn update(
         {
             return Err(ApiError::stale(&info.qualified(), name));
         }
-        let new = prepare_update(info, sub, &cur.value, obj.clone());
+        let body = match (wanted_rv, &mut obj) {
+            (Some(_), o) => o.take().unwrap_or_default(),
+            (None, Some(o)) => o.clone(),
+            (None, None) => Value::Null,
+        };
+        let new = prepare_update(info, sub, &cur.value, body);
         crate::defaults::validate(info, &new)?;
         crate::defaults::validate_update(info, &cur.value, &new)?;
         if opts.dry_run {
@@ -1299,8 +1341,20 @@ pub async fn patch_object(
             }
             Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
         };
-        let mut patched = cur.value.clone();
-        patch.apply(&mut patched, info)?;
+        // A merge patch of nothing but the status of a status subresource.
+        let status_only = sub == Some("status")
+            && patch.kind == PatchKind::Merge
+            && patch
+                .doc
+                .as_object()
+                .is_some_and(|m| m.keys().all(|k| k == "status"));
+        let mut patched = if patch.kind == PatchKind::Merge {
+            crate::patch::merge_patched(&cur.value, &patch.doc)
+        } else {
+            let mut p = cur.value.clone();
+            patch.apply(&mut p, info)?;
+            p
+        };
         if !patched.is_object() {
             return Err(ApiError::bad_request(
                 "the patch replaced the object with a non-object",
@@ -1313,7 +1367,7 @@ pub async fn patch_object(
             return Err(ApiError::stale(&info.qualified(), name));
         }
         check_type(info, &mut patched)?;
-        let new = prepare_update(info, sub, &cur.value, patched);
+        let new = prepare_update_of(info, sub, &cur.value, patched, status_only);
         crate::defaults::validate(info, &new)?;
         crate::defaults::validate_update(info, &cur.value, &new)?;
         if opts.dry_run {
@@ -1607,14 +1661,15 @@ impl DeleteOptions {
 }
 
 /// Deletes one object with kube-apiserver's graceful-deletion and finalizer rules.
-/// Returns whether it is gone now, and the object (last state, or the state pending deletion).
+/// Returns whether it is gone now, and the object (last state, or the state pending deletion;
+/// unstored for a dry run).
 pub async fn delete(
     server: &ApiServer,
     info: &ResourceInfo,
     ns: Option<&str>,
     name: &str,
     opts: &DeleteOptions,
-) -> Result<(bool, Value), ApiError> {
+) -> Result<(bool, Arc<StoredObject>), ApiError> {
     let key = key_for(info, ns, name);
     let q = info.qualified();
     for _ in 0..CONFLICT_RETRIES {
@@ -1643,8 +1698,7 @@ pub async fn delete(
                 ),
             ));
         }
-        let mut new = cur.value.clone();
-        let mut fins = finalizers(&new);
+        let mut fins = finalizers(&cur.value);
         match opts.propagation.as_deref() {
             Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {
                 fins.push("foregroundDeletion".into())
@@ -1669,12 +1723,12 @@ pub async fn delete(
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             if grace >= cur_grace && fins == finalizers(&cur.value) {
-                return Ok((false, cur.value.clone()));
+                return Ok((false, cur));
             }
         }
         if grace == 0 && !held {
             if opts.dry_run {
-                return Ok((true, cur.value.clone()));
+                return Ok((true, cur));
             }
             match server
                 .store
@@ -1683,12 +1737,13 @@ pub async fn delete(
             {
                 Ok(gone) => {
                     after_delete(server, info, &gone.value).await;
-                    return Ok((true, gone.value.clone()));
+                    return Ok((true, gone));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(ApiError::from_store(e, &q, name)),
             }
         }
+        let mut new = cur.value.clone();
         {
             let m = meta_mut(&mut new);
             let when = now + chrono::Duration::seconds(grace);
@@ -1705,14 +1760,14 @@ pub async fn delete(
             new["status"]["phase"] = json!("Terminating");
         }
         if opts.dry_run {
-            return Ok((false, new));
+            return Ok((false, Arc::new(StoredObject::unstored(new))));
         }
         match server
             .store
             .update(&key, new, &Precondition::revision(cur.revision))
             .await
         {
-            Ok(s) => return Ok((false, s.value.clone())),
+            Ok(s) => return Ok((false, s)),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_store(e, &q, name)),
         }
@@ -1800,7 +1855,7 @@ async fn delete_collection(
         )
         .await
         {
-            Ok((_, v)) => items.push(v),
+            Ok((_, v)) => items.push(v.value.clone()),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

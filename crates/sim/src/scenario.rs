@@ -515,7 +515,7 @@ impl Scenario {
                 nodes.push(NodeSpec {
                     name,
                     ip: ipv4(start.wrapping_add(i as u32)),
-                    pod_cidr: format!("10.{}.{}.0/24", 244 + (n >> 8), n & 0xff),
+                    pod_cidr: pod_cidr(n),
                     roles: pool.roles.clone(),
                     zone,
                     os_image: pool.os_image.clone(),
@@ -747,6 +747,19 @@ pub struct GenerateOptions {
 /// and Deployments filling about `pods_per_node` pods per worker, with a mix of PDBs
 /// (minAvailable 1, maxUnavailable 1, 50 %), some single-replica Deployments and some with
 /// anti-affinity. Deterministic for a seed.
+/// The pod CIDR of the `n`th node: one /24 per node from 10.244.0.0 (kubeadm's default cluster
+/// CIDR), continuing below it from 10.112.0.0 once 10.255.255.0/24 is used (past 3,072 nodes),
+/// which keeps clear of the node addresses (10.0/16, 10.1/16) and the Service range (10.96/12).
+fn pod_cidr(n: usize) -> String {
+    let block = n >> 8;
+    let second = if block < 12 {
+        244 + block
+    } else {
+        (112 + (block - 12)).min(243)
+    };
+    format!("10.{second}.{}.0/24", n & 0xff)
+}
+
 pub fn generate(opts: &GenerateOptions) -> Scenario {
     let mut state = opts.seed;
     let mut next = move || crate::server::splitmix64(&mut state);

@@ -490,6 +490,19 @@ impl AffinityTerm {
         }
     }
 
+    /// A `key In (value)` requirement of the selector (every pod the term selects carries that
+    /// label), to index the term by.
+    fn index_pair(&self) -> Option<(&str, &str)> {
+        let sel = self.selector.as_ref()?;
+        if sel.never {
+            return None;
+        }
+        sel.reqs
+            .iter()
+            .filter(|r| r.op == SelOp::In && r.values.len() == 1)
+            .find_map(|r| Some((r.key.as_str(), r.values.first()?.as_str())))
+    }
+
     fn matches_namespace(&self, ns: &str, ns_labels: Option<&BTreeMap<String, String>>) -> bool {
         self.namespaces.contains(ns)
             || self.namespace_selector.as_ref().is_some_and(|s| {
@@ -996,12 +1009,12 @@ pub fn node_affinity_matches(pod: &PodInfo, node: &NodeInfo) -> bool {
 /// resources). Inter-pod affinity needs the whole cluster: see [`SchedulerCache::check_node`].
 pub fn feasible(pod: &PodInfo, node: &NodeInfo, usage: &NodeUsage) -> Result<(), Vec<Reason>> {
     if node.unschedulable {
-        let t = Taint {
+        static T: std::sync::LazyLock<Taint> = std::sync::LazyLock::new(|| Taint {
             key: UNSCHEDULABLE_TAINT.to_string(),
             value: String::new(),
             effect: "NoSchedule".to_string(),
-        };
-        if !tolerated(&pod.tolerations, &t) {
+        });
+        if !tolerated(&pod.tolerations, &T) {
             return Err(vec![Reason::Unschedulable]);
         }
     }
@@ -1167,6 +1180,13 @@ pub struct SchedulerCache {
     label_index: HashMap<(String, String), BTreeSet<u32>>,
     ns_index: HashMap<String, BTreeSet<u32>>,
     anti_terms: BTreeMap<String, AntiEntry>,
+    /// Keys of `anti_terms` without a namespace selector: by the namespaces they list and one
+    /// `key In (value)` requirement of their selector (namespace → key → value → terms), or by
+    /// namespace alone when they have none; and the terms with a namespace selector (any
+    /// namespace may match). A pod is checked against the terms that can select it.
+    anti_by_pair: HashMap<String, BTreeMap<String, BTreeMap<String, BTreeSet<String>>>>,
+    anti_by_ns: HashMap<String, BTreeSet<String>>,
+    anti_any_ns: BTreeSet<String>,
     /// controller uid → node → pods.
     owners: HashMap<String, BTreeMap<String, u32>>,
     ns_labels: HashMap<String, BTreeMap<String, String>>,
@@ -1230,6 +1250,9 @@ impl SchedulerCache {
             label_index: HashMap::new(),
             ns_index: HashMap::new(),
             anti_terms: BTreeMap::new(),
+            anti_by_pair: HashMap::new(),
+            anti_by_ns: HashMap::new(),
+            anti_any_ns: BTreeSet::new(),
             owners: HashMap::new(),
             ns_labels: HashMap::new(),
             next_start: None,
@@ -1329,6 +1352,33 @@ impl SchedulerCache {
             .or_default()
             .insert(id);
         for t in &info.pod_anti_affinity {
+            if !self.anti_terms.contains_key(&t.key) {
+                if t.namespace_selector.is_some() {
+                    self.anti_any_ns.insert(t.key.clone());
+                } else {
+                    let pair = t.index_pair();
+                    for ns in &t.namespaces {
+                        match pair {
+                            Some((k, v)) => {
+                                self.anti_by_pair
+                                    .entry(ns.clone())
+                                    .or_default()
+                                    .entry(k.to_string())
+                                    .or_default()
+                                    .entry(v.to_string())
+                                    .or_default()
+                                    .insert(t.key.clone());
+                            }
+                            None => {
+                                self.anti_by_ns
+                                    .entry(ns.clone())
+                                    .or_default()
+                                    .insert(t.key.clone());
+                            }
+                        }
+                    }
+                }
+            }
             let e = self
                 .anti_terms
                 .entry(t.key.clone())
@@ -1384,8 +1434,37 @@ impl SchedulerCache {
         for t in &info.pod_anti_affinity {
             if let Some(e) = self.anti_terms.get_mut(&t.key) {
                 dec(&mut e.nodes, &node);
-                if e.nodes.is_empty() {
-                    self.anti_terms.remove(&t.key);
+                if e.nodes.is_empty()
+                    && let Some(e) = self.anti_terms.remove(&t.key)
+                {
+                    self.anti_any_ns.remove(&t.key);
+                    let pair = e.term.index_pair();
+                    for ns in &e.term.namespaces {
+                        if let Some(set) = self.anti_by_ns.get_mut(ns) {
+                            set.remove(&t.key);
+                            if set.is_empty() {
+                                self.anti_by_ns.remove(ns);
+                            }
+                        }
+                        if let Some((k, v)) = pair
+                            && let Some(keys) = self.anti_by_pair.get_mut(ns)
+                        {
+                            if let Some(values) = keys.get_mut(k) {
+                                if let Some(set) = values.get_mut(v) {
+                                    set.remove(&t.key);
+                                    if set.is_empty() {
+                                        values.remove(v);
+                                    }
+                                }
+                                if values.is_empty() {
+                                    keys.remove(k);
+                                }
+                            }
+                            if keys.is_empty() {
+                                self.anti_by_pair.remove(ns);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -1494,7 +1573,19 @@ impl SchedulerCache {
                 }
             }
         }
-        for e in self.anti_terms.values() {
+        // Only the terms that can select a pod of this namespace.
+        let mut keys: BTreeSet<&String> = self.anti_any_ns.iter().collect();
+        if let Some(set) = self.anti_by_ns.get(&pod.namespace) {
+            keys.extend(set.iter());
+        }
+        if let Some(by_key) = self.anti_by_pair.get(&pod.namespace) {
+            for (k, v) in &pod.labels {
+                if let Some(set) = by_key.get(k).and_then(|values| values.get(v)) {
+                    keys.extend(set.iter());
+                }
+            }
+        }
+        for e in keys.into_iter().filter_map(|k| self.anti_terms.get(k)) {
             if !e.term.matches(&pod.namespace, &pod.labels, own_ns) {
                 continue;
             }
@@ -1561,13 +1652,18 @@ impl SchedulerCache {
         }
         let ip = self.inter_pod(pod);
         let hide = self.hide_taint_values;
-        let mut feasible_nodes: Vec<&str> = Vec::new();
-        let record = |err: &mut FitError, reasons: Vec<Reason>| {
+        let mut feasible_nodes: Vec<(&str, &NodeSlot)> = Vec::new();
+        // Reasons are counted as they are and rendered only if no node fits.
+        let mut counts: Vec<(Reason, usize)> = Vec::new();
+        let mut record = |err: &mut FitError, reasons: Vec<Reason>| {
             let mut unresolvable = false;
-            for r in &reasons {
-                *err.reasons.entry(r.text(hide)).or_default() += 1;
+            for r in reasons {
                 unresolvable |= r.unresolvable();
                 err.mask |= r.mask();
+                match counts.iter_mut().find(|(c, _)| *c == r) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((r, 1)),
+                }
             }
             if unresolvable {
                 err.unresolvable_nodes += 1;
@@ -1595,7 +1691,7 @@ impl SchedulerCache {
                     }
                     candidates += 1;
                     match evaluate(slot) {
-                        Ok(()) => feasible_nodes.push(name.as_str()),
+                        Ok(()) => feasible_nodes.push((name.as_str(), slot)),
                         Err(r) => record(&mut err, r),
                     }
                 }
@@ -1621,7 +1717,7 @@ impl SchedulerCache {
                     last = Some(name);
                     match evaluate(slot) {
                         Ok(()) => {
-                            feasible_nodes.push(name.as_str());
+                            feasible_nodes.push((name.as_str(), slot));
                             if feasible_nodes.len() >= want {
                                 break;
                             }
@@ -1644,17 +1740,22 @@ impl SchedulerCache {
         }
         let chosen = match feasible_nodes.len() {
             0 => None,
-            1 => Some(feasible_nodes[0].to_string()),
+            1 => Some(feasible_nodes[0].0.to_string()),
             _ => Some(self.best(pod, &feasible_nodes)),
         };
         if next_start.is_some() {
             self.next_start = next_start;
         }
+        if chosen.is_none() {
+            for (r, n) in counts {
+                *err.reasons.entry(r.text(hide)).or_default() += n;
+            }
+        }
         chosen.ok_or(err)
     }
 
     /// The highest-scoring node (equal scores: the smallest name).
-    fn best(&self, pod: &PodInfo, feasible_nodes: &[&str]) -> String {
+    fn best(&self, pod: &PodInfo, feasible_nodes: &[(&str, &NodeSlot)]) -> String {
         struct Raw<'a> {
             name: &'a str,
             taints: i64,
@@ -1662,6 +1763,8 @@ impl SchedulerCache {
             resources: i64,
             owner_on_node: i64,
             zone: Option<&'a str>,
+            /// The owner's pods in the node's zone.
+            in_zone: i64,
         }
         let owner_nodes = pod.owner_uid.as_ref().and_then(|o| self.owners.get(o));
         let mut by_zone: BTreeMap<&str, i64> = BTreeMap::new();
@@ -1679,8 +1782,7 @@ impl SchedulerCache {
             .collect();
         let raws: Vec<Raw> = feasible_nodes
             .iter()
-            .filter_map(|name| {
-                let slot = self.nodes.get(*name)?;
+            .filter_map(|(name, slot)| {
                 let info = slot.info.as_ref()?;
                 let taints = info
                     .taints
@@ -1709,9 +1811,16 @@ impl SchedulerCache {
                     affinity,
                     resources: least + balanced,
                     owner_on_node: owner_nodes
+                        .filter(|m| !m.is_empty())
                         .and_then(|m| m.get(*name))
                         .map_or(0, |c| i64::from(*c)),
                     zone: info.zone.as_deref(),
+                    in_zone: info
+                        .zone
+                        .as_deref()
+                        .filter(|_| !by_zone.is_empty())
+                        .and_then(|z| by_zone.get(z).copied())
+                        .unwrap_or(0),
                 })
             })
             .collect();
@@ -1720,8 +1829,8 @@ impl SchedulerCache {
         let max_node = raws.iter().map(|r| r.owner_on_node).max().unwrap_or(0);
         let max_zone = raws
             .iter()
-            .filter_map(|r| r.zone)
-            .map(|z| by_zone.get(z).copied().unwrap_or(0))
+            .filter(|r| r.zone.is_some())
+            .map(|r| r.in_zone)
             .max()
             .unwrap_or(0);
         let have_zones = raws.iter().any(|r| r.zone.is_some());
@@ -1742,9 +1851,9 @@ impl SchedulerCache {
             } else {
                 MAX_SCORE
             };
-            if have_zones && let Some(z) = r.zone {
+            if have_zones && r.zone.is_some() {
                 let zone_score = if max_zone > 0 {
-                    MAX_SCORE * (max_zone - by_zone.get(z).copied().unwrap_or(0)) / max_zone
+                    MAX_SCORE * (max_zone - r.in_zone) / max_zone
                 } else {
                     MAX_SCORE
                 };
@@ -1756,7 +1865,7 @@ impl SchedulerCache {
             }
         }
         best.map(|(_, n)| n.to_string())
-            .or_else(|| feasible_nodes.first().map(|n| n.to_string()))
+            .or_else(|| feasible_nodes.first().map(|n| n.0.to_string()))
             .unwrap_or_default()
     }
 }

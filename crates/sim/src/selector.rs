@@ -195,7 +195,7 @@ impl Requirement {
     fn matches(&self, labels: Option<&serde_json::Map<String, Value>>) -> bool {
         use Operator::*;
         let got = labels
-            .and_then(|m| m.get(&self.key))
+            .and_then(|m| crate::json::get(m, &self.key))
             .and_then(Value::as_str);
         let int = |v: &str| v.parse::<i64>().ok();
         match self.op {
@@ -511,6 +511,22 @@ impl LabelSelector {
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }
+
+    /// The `key=value` pairs every matching object carries (requirements `=`, `==`, and `in`
+    /// with one value): a store index can narrow a list to them (the whole selector must still
+    /// be applied).
+    pub fn required_pairs(&self) -> Vec<(String, String)> {
+        self.requirements
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.op,
+                    Operator::Equals | Operator::DoubleEquals | Operator::In
+                ) && r.values.len() == 1
+            })
+            .filter_map(|r| Some((r.key.clone(), r.values.first()?.clone())))
+            .collect()
+    }
 }
 
 impl fmt::Display for LabelSelector {
@@ -621,6 +637,15 @@ impl FieldSelector {
 
     pub fn is_empty(&self) -> bool {
         self.terms.is_empty()
+    }
+
+    /// The value a `field=value` (or `==`) term requires, if there is one: a store index can
+    /// narrow a list to it (the whole selector must still be applied).
+    pub fn required_value(&self, field: &str) -> Option<&str> {
+        self.terms
+            .iter()
+            .find(|t| t.field == field && !t.negated)
+            .map(|t| t.value.as_str())
     }
 }
 

@@ -157,6 +157,9 @@ pub struct ApiServer {
     events: Mutex<std::collections::VecDeque<(tokio::time::Instant, ObjectKey, u64)>>,
     /// Injected faults (API errors and latency, dropped watches, slow kubelets).
     pub faults: crate::faults::Faults,
+    /// Parsed selectors of PodDisruptionBudgets for the eviction subresource, by budget, with
+    /// the selector they were parsed from (a budget's status changes far more often than it).
+    pub(crate) pdb_selectors: crate::eviction::SelectorCache,
 }
 
 impl ApiServer {
@@ -180,6 +183,7 @@ impl ApiServer {
             }),
             faults: crate::faults::Faults::new(config.seed),
             events: Mutex::new(std::collections::VecDeque::new()),
+            pdb_selectors: Default::default(),
             config,
         });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {

@@ -8,7 +8,7 @@
 //! graceful deletion) lives in the API layer, exactly as in kube-apiserver.
 
 use crate::json::Ptr;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -200,6 +200,13 @@ pub struct ListOptions {
     pub filter: Option<Arc<dyn Fn(&Value) -> bool + Send + Sync>>,
     /// Count every item after the limit (for `remainingItemCount`); otherwise stop at the first.
     pub count_remaining: bool,
+    /// Only pods whose `spec.nodeName` (as a field selector reads it) is this: served from an
+    /// index of the current state (the kubelets' and drains' `fieldSelector=spec.nodeName=X`),
+    /// without visiting the other pods. `filter` still applies. Ignored for other resources.
+    pub node_name: Option<String>,
+    /// Only objects carrying every one of these labels (`key`, `value`): served from an index
+    /// of the current state. `filter` still applies.
+    pub label_pairs: Vec<(String, String)>,
 }
 
 /// Storage behind the API server. All methods are async so that a networked (etcd) implementation
@@ -233,6 +240,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<WatchStream, StoreError>;
     /// The revision of the last write (the global resourceVersion).
     fn revision(&self) -> u64;
+    /// A number that changes whenever an object of `res` is created or deleted, or changes its
+    /// `metadata.generation` (its spec, for the resources that track one), and stays the same
+    /// across other writes (status): callers may cache what they derive from the specs. `None`:
+    /// not tracked (derive every time).
+    fn spec_epoch(&self, _res: &ResourceKey) -> Option<u64> {
+        None
+    }
 }
 
 struct Table {
@@ -240,15 +254,95 @@ struct Table {
     history: VecDeque<Arc<WatchEvent>>,
     /// Events with a revision at or below this are gone from `history`.
     compacted: u64,
+    /// Pods only: keys by `spec.nodeName` ("" when unset).
+    by_node: Option<BTreeMap<String, BTreeSet<(String, String)>>>,
+    /// Keys by label (key, value).
+    by_label: BTreeMap<(String, String), BTreeSet<(String, String)>>,
+    /// See [`Store::spec_epoch`].
+    spec_epoch: u64,
+    /// Wakes the watches of this resource after a write, always in the same order (a
+    /// `tokio::sync::watch` channel spreads its waiters over randomly chosen queues, which made
+    /// runs nondeterministic). One per resource: a write wakes only the watches it concerns.
+    notify: Arc<tokio::sync::Notify>,
+}
+
+/// The resource whose objects are indexed by `spec.nodeName`.
+fn node_indexed(res: &ResourceKey) -> bool {
+    res.group.is_empty() && res.resource == "pods"
+}
+
+/// `spec.nodeName` as a field selector reads it.
+fn node_of(v: &Value) -> std::borrow::Cow<'_, str> {
+    match v.ptr("/spec/nodeName") {
+        Some(Value::String(s)) => std::borrow::Cow::Borrowed(s),
+        _ => std::borrow::Cow::Owned(crate::selector::field_value(v, "spec.nodeName")),
+    }
 }
 
 impl Table {
-    fn new(compacted: u64) -> Self {
+    fn new(res: &ResourceKey, compacted: u64) -> Self {
         // A new table has lost no events: watching it from any revision is valid.
         Table {
             objects: BTreeMap::new(),
             history: VecDeque::new(),
+            by_node: node_indexed(res).then(BTreeMap::new),
+            by_label: BTreeMap::new(),
+            spec_epoch: 0,
             compacted,
+            notify: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Records an object under its node (pods).
+    fn index_labels(&mut self, k: (&str, &str), v: &Value) {
+        let Some(labels) = v.ptr("/metadata/labels").and_then(Value::as_object) else {
+            return;
+        };
+        for (lk, lv) in labels {
+            let Some(lv) = lv.as_str() else { continue };
+            self.by_label
+                .entry((lk.clone(), lv.to_string()))
+                .or_default()
+                .insert((k.0.to_string(), k.1.to_string()));
+        }
+    }
+
+    fn unindex_labels(&mut self, k: (&str, &str), v: &Value) {
+        let Some(labels) = v.ptr("/metadata/labels").and_then(Value::as_object) else {
+            return;
+        };
+        for (lk, lv) in labels {
+            let Some(lv) = lv.as_str() else { continue };
+            let lkey = (lk.as_str(), lv);
+            if let Some(set) = self.by_label.get_mut(&lkey as &dyn NsName) {
+                set.remove(&k as &dyn NsName);
+                if set.is_empty() {
+                    self.by_label.remove(&lkey as &dyn NsName);
+                }
+            }
+        }
+    }
+
+    fn index(&mut self, k: (&str, &str), v: &Value) {
+        if let Some(idx) = self.by_node.as_mut() {
+            let node = node_of(v);
+            let set = match idx.get_mut(node.as_ref()) {
+                Some(set) => set,
+                None => idx.entry(node.into_owned()).or_default(),
+            };
+            set.insert((k.0.to_string(), k.1.to_string()));
+        }
+    }
+
+    fn unindex(&mut self, k: (&str, &str), v: &Value) {
+        if let Some(idx) = self.by_node.as_mut() {
+            let node = node_of(v);
+            if let Some(set) = idx.get_mut(node.as_ref()) {
+                set.remove(&k as &dyn NsName);
+                if set.is_empty() {
+                    idx.remove(node.as_ref());
+                }
+            }
         }
     }
 
@@ -260,7 +354,58 @@ impl Table {
 
 struct Inner {
     revision: u64,
-    tables: HashMap<ResourceKey, Table>,
+    tables: HashMap<ResourceKey, Table, crate::json::FnvBuild>,
+}
+
+/// A (namespace, name) key as two borrowed strings, to look up the `(String, String)` keys of a
+/// table without copying them; ordered like the tuple.
+pub(crate) trait NsName {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl NsName for (String, String) {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl NsName for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn NsName + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn NsName + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn NsName + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn NsName + '_ {}
+
+impl PartialOrd for dyn NsName + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn NsName + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
+impl ObjectKey {
+    /// The key within its table, borrowed.
+    fn pair(&self) -> (&str, &str) {
+        (&self.namespace, &self.name)
+    }
 }
 
 /// The in-memory store used by the simulator.
@@ -271,9 +416,6 @@ pub struct MemoryStore {
 struct Shared {
     inner: Mutex<Inner>,
     history_limit: usize,
-    /// Wakes the watches after a write, always in the same order (a `tokio::sync::watch`
-    /// channel spreads its waiters over randomly chosen queues, which made runs nondeterministic).
-    notify: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -292,10 +434,9 @@ impl MemoryStore {
             shared: Arc::new(Shared {
                 inner: Mutex::new(Inner {
                     revision: 1,
-                    tables: HashMap::new(),
+                    tables: HashMap::default(),
                 }),
                 history_limit: history_limit.max(1),
-                notify: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -309,14 +450,14 @@ impl MemoryStore {
         let table = inner
             .tables
             .entry(res.clone())
-            .or_insert_with(|| Table::new(0));
+            .or_insert_with(|| Table::new(res, 0));
         table.history.push_back(Arc::new(event));
         while table.history.len() > limit {
             if let Some(old) = table.history.pop_front() {
                 table.compacted = old.revision;
             }
         }
-        self.shared.notify.notify_waiters();
+        table.notify.notify_waiters();
     }
 
     fn check(
@@ -367,7 +508,7 @@ impl Store for MemoryStore {
         inner
             .tables
             .get(&key.resource)
-            .and_then(|t| t.objects.get(&(key.namespace.clone(), key.name.clone())))
+            .and_then(|t| t.objects.get(&key.pair() as &dyn NsName))
             .cloned()
             .ok_or_else(|| StoreError::NotFound(key_string(key)))
     }
@@ -422,15 +563,44 @@ impl Store for MemoryStore {
                 None => std::ops::Bound::Unbounded,
             },
         };
-        let current = table
-            .objects
-            .range((start.clone(), std::ops::Bound::Unbounded))
-            .filter(|(k, _)| !overrides.contains_key(*k))
-            .map(|(k, v)| (k, Some(v)));
-        let older = overrides
-            .range((start, std::ops::Bound::Unbounded))
-            .map(|(k, v)| (k, v.as_ref()));
-        let merged = merge_sorted(current, older);
+        // The current state of a node's pods, or of the objects with some labels, comes from
+        // an index (the smallest set that holds every wanted object).
+        let mut by_node: Option<Option<&BTreeSet<(String, String)>>> = None;
+        if opts.at_revision.is_none() {
+            if let (Some(node), Some(idx)) = (&opts.node_name, &table.by_node) {
+                by_node = Some(idx.get(node.as_str()));
+            }
+            for (lk, lv) in &opts.label_pairs {
+                let set = table
+                    .by_label
+                    .get(&(lk.as_str(), lv.as_str()) as &dyn NsName);
+                if by_node
+                    .is_none_or(|cur| set.map_or(0, BTreeSet::len) < cur.map_or(0, BTreeSet::len))
+                {
+                    by_node = Some(set);
+                }
+            }
+        }
+        let merged: Box<dyn Iterator<Item = (&(String, String), Option<&Arc<StoredObject>>)>> =
+            match by_node {
+                Some(keys) => Box::new(
+                    keys.into_iter()
+                        .flat_map(|set| set.range((start.clone(), std::ops::Bound::Unbounded)))
+                        .filter_map(|k| table.objects.get_key_value(k))
+                        .map(|(k, v)| (k, Some(v))),
+                ),
+                None => {
+                    let current = table
+                        .objects
+                        .range((start.clone(), std::ops::Bound::Unbounded))
+                        .filter(|(k, _)| !overrides.contains_key(*k))
+                        .map(|(k, v)| (k, Some(v)));
+                    let older = overrides
+                        .range((start, std::ops::Bound::Unbounded))
+                        .map(|(k, v)| (k, v.as_ref()));
+                    Box::new(merge_sorted(current, older))
+                }
+            };
         let mut items = Vec::new();
         let mut remaining = 0usize;
         let limit = opts.limit.unwrap_or(usize::MAX);
@@ -478,12 +648,15 @@ impl Store for MemoryStore {
         let rev = inner.revision + 1;
         inner.revision = rev;
         let stored = Arc::new(StoredObject::new(obj, rev));
-        inner
+        let res = &key.resource;
+        let table = inner
             .tables
-            .entry(key.resource.clone())
-            .or_insert_with(|| Table::new(0))
-            .objects
-            .insert(k, stored.clone());
+            .entry(res.clone())
+            .or_insert_with(|| Table::new(res, 0));
+        table.index(key.pair(), &stored.value);
+        table.index_labels(key.pair(), &stored.value);
+        table.spec_epoch += 1;
+        table.objects.insert(k, stored.clone());
         self.record(
             &mut inner,
             &key.resource,
@@ -504,11 +677,10 @@ impl Store for MemoryStore {
         pre: &Precondition,
     ) -> Result<Arc<StoredObject>, StoreError> {
         let mut inner = self.lock();
-        let k = (key.namespace.clone(), key.name.clone());
         let previous = inner
             .tables
             .get(&key.resource)
-            .and_then(|t| t.objects.get(&k))
+            .and_then(|t| t.objects.get(&key.pair() as &dyn NsName))
             .cloned()
             .ok_or_else(|| StoreError::NotFound(key_string(key)))?;
         Self::check(key, &previous, pre)?;
@@ -516,7 +688,22 @@ impl Store for MemoryStore {
         inner.revision = rev;
         let stored = Arc::new(StoredObject::new(obj, rev));
         if let Some(t) = inner.tables.get_mut(&key.resource) {
-            t.objects.insert(k, stored.clone());
+            if t.by_node.is_some() && node_of(&previous.value) != node_of(&stored.value) {
+                t.unindex(key.pair(), &previous.value);
+                t.index(key.pair(), &stored.value);
+            }
+            if previous.value.ptr("/metadata/generation")
+                != stored.value.ptr("/metadata/generation")
+            {
+                t.spec_epoch += 1;
+            }
+            if previous.value.ptr("/metadata/labels") != stored.value.ptr("/metadata/labels") {
+                t.unindex_labels(key.pair(), &previous.value);
+                t.index_labels(key.pair(), &stored.value);
+            }
+            if let Some(slot) = t.objects.get_mut(&key.pair() as &dyn NsName) {
+                *slot = stored.clone();
+            }
         }
         self.record(
             &mut inner,
@@ -537,18 +724,20 @@ impl Store for MemoryStore {
         pre: &Precondition,
     ) -> Result<Arc<StoredObject>, StoreError> {
         let mut inner = self.lock();
-        let k = (key.namespace.clone(), key.name.clone());
         let previous = inner
             .tables
             .get(&key.resource)
-            .and_then(|t| t.objects.get(&k))
+            .and_then(|t| t.objects.get(&key.pair() as &dyn NsName))
             .cloned()
             .ok_or_else(|| StoreError::NotFound(key_string(key)))?;
         Self::check(key, &previous, pre)?;
         let rev = inner.revision + 1;
         inner.revision = rev;
         if let Some(t) = inner.tables.get_mut(&key.resource) {
-            t.objects.remove(&k);
+            t.unindex(key.pair(), &previous.value);
+            t.unindex_labels(key.pair(), &previous.value);
+            t.objects.remove(&key.pair() as &dyn NsName);
+            t.spec_epoch += 1;
         }
         let last = Arc::new(StoredObject::new(previous.value.clone(), rev));
         self.record(
@@ -570,13 +759,14 @@ impl Store for MemoryStore {
         namespace: Option<&str>,
         after: u64,
     ) -> Result<WatchStream, StoreError> {
-        let inner = self.lock();
-        let compacted = inner
+        let mut inner = self.lock();
+        let revision = inner.revision;
+        // A watch of a resource never written yet creates its (empty) table, for its wake-ups.
+        let table = inner
             .tables
-            .get(res)
-            .map(|t| t.compacted)
-            .unwrap_or(0)
-            .min(inner.revision);
+            .entry(res.clone())
+            .or_insert_with(|| Table::new(res, 0));
+        let compacted = table.compacted.min(revision);
         if after < compacted {
             return Err(StoreError::Expired {
                 requested: after,
@@ -584,6 +774,7 @@ impl Store for MemoryStore {
             });
         }
         let state = MemoryWatch {
+            notify: table.notify.clone(),
             shared: self.shared.clone(),
             resource: res.clone(),
             namespace: namespace.map(str::to_string),
@@ -605,6 +796,10 @@ impl Store for MemoryStore {
 
     fn revision(&self) -> u64 {
         self.lock().revision
+    }
+
+    fn spec_epoch(&self, res: &ResourceKey) -> Option<u64> {
+        Some(self.lock().tables.get(res).map_or(0, |t| t.spec_epoch))
     }
 }
 
@@ -646,6 +841,7 @@ pub type WatchStream =
 
 struct MemoryWatch {
     shared: Arc<Shared>,
+    notify: Arc<tokio::sync::Notify>,
     resource: ResourceKey,
     namespace: Option<String>,
     cursor: u64,
@@ -656,8 +852,8 @@ impl MemoryWatch {
     async fn next_batch(&mut self) -> Result<Vec<Arc<WatchEvent>>, StoreError> {
         loop {
             // Created before looking, so that a write in between still wakes it.
-            let shared = self.shared.clone();
-            let notified = shared.notify.notified();
+            let notify = self.notify.clone();
+            let notified = notify.notified();
             {
                 let inner = self.shared.lock();
                 if let Some(table) = inner.tables.get(&self.resource) {
@@ -688,5 +884,100 @@ impl MemoryWatch {
             }
             notified.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, node: Option<&str>, app: &str) -> Value {
+        let mut p = json!({"metadata": {"name": name, "namespace": "ns", "labels": {"app": app}},
+            "spec": {}});
+        if let Some(n) = node {
+            p["spec"]["nodeName"] = json!(n);
+        }
+        p
+    }
+
+    async fn names(s: &MemoryStore, opts: &ListOptions) -> Vec<String> {
+        let pods = ResourceKey::new("", "pods");
+        s.list(&pods, opts)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|o| name_of(&o.value).to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn node_and_label_indices_follow_writes() {
+        let s = MemoryStore::new(100);
+        let pods = ResourceKey::new("", "pods");
+        let key = |n: &str| ObjectKey::new(&pods, "ns", n);
+        for (n, node, app) in [
+            ("a", Some("n1"), "web"),
+            ("b", Some("n2"), "web"),
+            ("c", None, "db"),
+            ("d", Some("n1"), "db"),
+        ] {
+            s.create(&key(n), pod(n, node, app)).await.unwrap();
+        }
+        let on = |node: &str| ListOptions {
+            node_name: Some(node.to_string()),
+            ..Default::default()
+        };
+        let with = |app: &str| ListOptions {
+            label_pairs: vec![("app".into(), app.into())],
+            ..Default::default()
+        };
+        assert_eq!(names(&s, &on("n1")).await, ["a", "d"]);
+        assert_eq!(names(&s, &on("")).await, ["c"]);
+        assert_eq!(names(&s, &with("web")).await, ["a", "b"]);
+        // A binding and a relabeling move the objects between index entries.
+        s.update(
+            &key("c"),
+            pod("c", Some("n1"), "web"),
+            &Precondition::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(names(&s, &on("n1")).await, ["a", "c", "d"]);
+        assert!(names(&s, &on("")).await.is_empty());
+        assert_eq!(names(&s, &with("web")).await, ["a", "b", "c"]);
+        assert_eq!(names(&s, &with("db")).await, ["d"]);
+        s.delete(&key("a"), &Precondition::default()).await.unwrap();
+        assert_eq!(names(&s, &on("n1")).await, ["c", "d"]);
+        assert_eq!(names(&s, &with("web")).await, ["b", "c"]);
+        // Both, a limit, and an older revision (served without the indices).
+        let both = ListOptions {
+            node_name: Some("n1".into()),
+            label_pairs: vec![("app".into(), "web".into())],
+            ..Default::default()
+        };
+        let mut page = both.clone();
+        page.limit = Some(1);
+        assert_eq!(names(&s, &page).await, ["c"]);
+        let s2 = MemoryStore::new(100);
+        s2.create(&key("x"), pod("x", Some("n1"), "web"))
+            .await
+            .unwrap();
+        let rev = s2.revision();
+        s2.update(
+            &key("x"),
+            pod("x", Some("n1"), "db"),
+            &Precondition::default(),
+        )
+        .await
+        .unwrap();
+        let mut old = with("web");
+        old.at_revision = Some(rev);
+        old.filter = Some(Arc::new(|v: &Value| {
+            v["metadata"]["labels"]["app"] == "web"
+        }));
+        assert_eq!(names(&s2, &old).await, ["x"]);
+        assert!(names(&s2, &with("web")).await.is_empty());
     }
 }

@@ -234,3 +234,105 @@ fn same_scenario_same_trace() {
     assert!(a.len() > 20, "{a:?}");
     assert_eq!(a, b);
 }
+
+const BUDGETS: &str = r#"
+apiVersion: sim.theseus.io/v1alpha1
+kind: Scenario
+seed: 5
+timing: {bootSeconds: 30, reimageSeconds: 60, jitterSeconds: 0, podStartupSeconds: 20, podExitSeconds: 30, endpointPropagationSeconds: 1}
+nodePools:
+- {name: workers, count: 4, namePattern: "w{index}", ipStart: 10.1.0.1, zones: [a, b]}
+workloads:
+- {kind: Deployment, name: half, replicas: 10, cpu: 100m, pdb: {minAvailable: "50%"}}
+- {kind: Deployment, name: one-off, replicas: 5, cpu: 100m, pdb: {maxUnavailable: 1}}
+- {kind: Deployment, name: pair, replicas: 3, cpu: 100m, pdb: {minAvailable: 2}}
+"#;
+
+fn pdb_violations(sim: &Simulation) -> Vec<theseus_sim::invariants::Violation> {
+    sim.invariants
+        .violations()
+        .into_iter()
+        .filter(|v| v.kind == "PdbBelowMinimum")
+        .collect()
+}
+
+fn terminating(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_recorder_reports_pods_deleted_below_the_budget() {
+    let sim = start(BUDGETS).await;
+    let c = &sim.cluster;
+    // Deleting directly (no eviction API): the second deletion leaves 1 of the 2 pods needed.
+    for p in pods_of(&sim, "pair").await.iter().take(2) {
+        let (ns, name) = ns_name(p);
+        c.delete(&c.res.pods, ns, name, &DeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    // maxUnavailable 1 of 5 replicas: the second deletion leaves 3 of the 4 needed.
+    for p in pods_of(&sim, "one-off").await.iter().take(2) {
+        let (ns, name) = ns_name(p);
+        c.delete(&c.res.pods, ns, name, &DeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let v = pdb_violations(&sim);
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(v[0].object, "poddisruptionbudget/default/pair");
+    assert!(
+        v[0].message
+            .ends_with("while 1 healthy pods remained and the budget needs 2"),
+        "{v:?}"
+    );
+    assert_eq!(v[1].object, "poddisruptionbudget/default/one-off");
+    assert!(
+        v[1].message
+            .ends_with("while 3 healthy pods remained and the budget needs 4"),
+        "{v:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_recorder_accepts_what_the_eviction_api_allowed_while_replacements_are_pending() {
+    let sim = start(BUDGETS).await;
+    let c = &sim.cluster;
+    let none = std::collections::HashMap::new();
+    let mut evicted = std::collections::BTreeMap::<String, usize>::new();
+    let mut refused = 0;
+    // Evict every pod of every budget as fast as the API lets us, for two minutes: the evicted
+    // pods take 30 s to exit and their replacements 20 s to become ready, so the budgets hold
+    // terminating pods and pending replacements most of the time.
+    for _ in 0..120 {
+        for app in ["half", "one-off", "pair"] {
+            for p in pods_of(&sim, app).await {
+                if terminating(&p) || !ready(&p) {
+                    continue;
+                }
+                let (ns, name) = ns_name(&p);
+                let body = json!({"apiVersion": "policy/v1", "kind": "Eviction",
+                    "metadata": {"name": name, "namespace": ns}});
+                match theseus_sim::eviction::evict(&sim.server, &c.res.pods, ns, name, body, &none)
+                    .await
+                {
+                    Ok(_) => *evicted.entry(app.to_string()).or_default() += 1,
+                    Err(e) if e.code == 429 => refused += 1,
+                    Err(e) => panic!("eviction of {name}: {e:?}"),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // More evictions than any budget allows at once, and refusals in between.
+    assert!(evicted.get("half").is_some_and(|n| *n > 5), "{evicted:?}");
+    assert!(
+        evicted.get("one-off").is_some_and(|n| *n > 1),
+        "{evicted:?}"
+    );
+    assert!(evicted.get("pair").is_some_and(|n| *n > 1), "{evicted:?}");
+    assert!(refused > 0);
+    let v = pdb_violations(&sim);
+    assert!(v.is_empty(), "{v:?}");
+}

@@ -10,7 +10,8 @@
 //! new ones.
 
 use crate::json::Ptr;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -25,6 +26,7 @@ use super::workloads::{
 };
 use crate::cluster::{Cluster, ns_name};
 use crate::selector::LabelSelector;
+use crate::store::StoredObject;
 
 /// Settings of the Deployment controller.
 #[derive(Clone, Debug)]
@@ -75,6 +77,8 @@ pub fn spawn_deployment(cluster: Cluster, cfg: DeploymentConfig) -> JoinHandle<(
         adopt: BTreeSet::new(),
         sets: Cache::new(Some("Deployment"), true),
         pods: Cache::new(Some("ReplicaSet"), false),
+        templates: HashMap::new(),
+        same_template: HashMap::new(),
     };
     tokio::spawn(run(ctl, rx, 3))
 }
@@ -88,6 +92,12 @@ struct DController {
     adopt: BTreeSet<Key>,
     sets: Cache,
     pods: Cache,
+    /// Deployment uid → (generation, its pod template normalized): a template changes only
+    /// with the spec, which bumps the generation.
+    templates: HashMap<String, (i64, Value)>,
+    /// ReplicaSet uid → (its generation, the deployment's uid and generation, whether their
+    /// templates are equal ignoring the hash label).
+    same_template: HashMap<String, (i64, String, i64, bool)>,
 }
 
 /// The sync stopped after a failed write; a retry is already queued.
@@ -246,7 +256,46 @@ fn deployment_progressing(d: &Value, new: &Value) -> bool {
         || st_of(new, "availableReplicas") > st_of(&old, "availableReplicas")
 }
 
-fn sort_by_creation(list: &mut [Value]) {
+/// An object as the cache holds it (shared, not copied), or as this sync changed it (copied
+/// on the first change).
+#[derive(Clone)]
+struct Obj {
+    shared: Arc<StoredObject>,
+    own: Option<Value>,
+}
+
+impl Obj {
+    fn of(o: Arc<StoredObject>) -> Obj {
+        Obj {
+            shared: o,
+            own: None,
+        }
+    }
+
+    /// An object that is not stored (yet).
+    fn owned(v: Value) -> Obj {
+        Obj {
+            shared: Arc::new(StoredObject::unstored(Value::Null)),
+            own: Some(v),
+        }
+    }
+
+    /// The object as just written.
+    fn set(&mut self, o: Arc<StoredObject>) {
+        self.shared = o;
+        self.own = None;
+    }
+}
+
+impl std::ops::Deref for Obj {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        self.own.as_ref().unwrap_or(&self.shared.value)
+    }
+}
+
+fn sort_by_creation(list: &mut [Obj]) {
     list.sort_by(|a, b| {
         created_at(a)
             .cmp(&created_at(b))
@@ -256,7 +305,7 @@ fn sort_by_creation(list: &mut [Value]) {
 
 /// The replica sets of one sync: all of them sorted by creation, and which one is new.
 struct Sets {
-    all: Vec<Value>,
+    all: Vec<Obj>,
     new: Option<usize>,
 }
 
@@ -266,11 +315,11 @@ impl Sets {
     }
 
     fn new_rs(&self) -> Option<&Value> {
-        self.new.and_then(|i| self.all.get(i))
+        self.new.and_then(|i| self.all.get(i)).map(|o| &**o)
     }
 
     fn sum(&self, f: impl Fn(&Value) -> i64) -> i64 {
-        self.all.iter().map(f).sum()
+        self.all.iter().map(|o| f(o)).sum()
     }
 }
 
@@ -297,6 +346,9 @@ impl Reconciler for DController {
                         None => {
                             self.selectors.remove(&d.key);
                             self.adopt.remove(&d.key);
+                            if let Some(o) = &d.old {
+                                self.templates.remove(uid_of(&o.value));
+                            }
                             q.forget(&d.key);
                         }
                     }
@@ -304,6 +356,11 @@ impl Reconciler for DController {
             }
             D_RS => {
                 for d in self.sets.apply(msg) {
+                    if d.new.is_none()
+                        && let Some(o) = &d.old
+                    {
+                        self.same_template.remove(uid_of(&o.value));
+                    }
                     for v in [&d.old, &d.new].into_iter().flatten() {
                         if let Some(("Deployment", name, _)) = controller_parts(&v.value) {
                             q.add((d.key.0.clone(), name.to_string()));
@@ -363,7 +420,7 @@ impl DController {
         let Some(obj) = self.deps.get(key).cloned() else {
             return Ok(());
         };
-        let mut d = obj.value.clone();
+        let mut d = Obj::of(obj.clone());
         let Some(selector) = selector_of(&d) else {
             return Ok(());
         };
@@ -382,11 +439,11 @@ impl DController {
 
         // Claim replica sets: release the ones that stopped matching, adopt matching orphans.
         let owned = self.sets.owned(&uid);
-        let mut list: Vec<Value> = Vec::new();
+        let mut list: Vec<Obj> = Vec::new();
         let mut claimed = false;
         for rs in &owned {
             if deleting || selector.matches(labels_of(&rs.value)) {
-                list.push(rs.value.clone());
+                list.push(Obj::of(rs.clone()));
                 continue;
             }
             match release(
@@ -486,12 +543,48 @@ impl DController {
         self.normalized(&t) == dt
     }
 
-    /// `FindNewReplicaSet`: the oldest set whose template is the deployment's.
-    fn find_sets(&self, d: &Value, all: Vec<Value>) -> Sets {
-        let dt = self.normalized(d.ptr("/spec/template").unwrap_or(&Value::Null));
-        let new = all.iter().position(|rs| {
-            self.equal_ignore_hash(&dt, rs.ptr("/spec/template").unwrap_or(&Value::Null))
-        });
+    /// `FindNewReplicaSet`: the oldest set whose template is the deployment's. Comparisons are
+    /// remembered per (set, deployment) generation: templates change only with a spec.
+    fn find_sets(&mut self, d: &Value, all: Vec<Obj>) -> Sets {
+        let d_uid = uid_of(d).to_string();
+        let d_gen = i64_at(d, "/metadata/generation").unwrap_or(0);
+        let cacheable = !d_uid.is_empty() && d_gen > 0;
+        if !cacheable || self.templates.get(&d_uid).is_none_or(|(g, _)| *g != d_gen) {
+            let dt = self.normalized(d.ptr("/spec/template").unwrap_or(&Value::Null));
+            if !cacheable {
+                let new = all.iter().position(|rs| {
+                    self.equal_ignore_hash(&dt, rs.ptr("/spec/template").unwrap_or(&Value::Null))
+                });
+                return Sets { all, new };
+            }
+            self.templates.insert(d_uid.clone(), (d_gen, dt));
+        }
+        let mut new = None;
+        for (i, rs) in all.iter().enumerate() {
+            let rs_uid = uid_of(rs);
+            let rs_gen = i64_at(rs, "/metadata/generation").unwrap_or(0);
+            let known = self.same_template.get(rs_uid).and_then(|(g, du, dg, eq)| {
+                (*g == rs_gen && rs_gen > 0 && *du == d_uid && *dg == d_gen).then_some(*eq)
+            });
+            let equal = match known {
+                Some(eq) => eq,
+                None => {
+                    let dt = self.templates.get(&d_uid).map(|(_, t)| t);
+                    let eq = dt.is_some_and(|dt| {
+                        self.equal_ignore_hash(dt, rs.ptr("/spec/template").unwrap_or(&Value::Null))
+                    });
+                    if !rs_uid.is_empty() {
+                        self.same_template
+                            .insert(rs_uid.to_string(), (rs_gen, d_uid.clone(), d_gen, eq));
+                    }
+                    eq
+                }
+            };
+            if equal {
+                new = Some(i);
+                break;
+            }
+        }
         Sets { all, new }
     }
 
@@ -500,8 +593,8 @@ impl DController {
     async fn sync_revision(
         &mut self,
         key: &Key,
-        d: &mut Value,
-        list: Vec<Value>,
+        d: &mut Obj,
+        list: Vec<Obj>,
         create: bool,
         q: &mut Queue,
     ) -> Res<Sets> {
@@ -513,7 +606,21 @@ impl DController {
             .unwrap_or(0);
         let new_revision = max_old + 1;
         if let Some(i) = sets.new {
-            let mut copy = sets.all[i].clone();
+            // What the revision bookkeeping reads and changes of the set (not its template).
+            let rs = &sets.all[i];
+            let mut copy = json!({
+                "metadata": {
+                    "name": str_at(rs, "/metadata/name"),
+                    "namespace": str_at(rs, "/metadata/namespace"),
+                    "resourceVersion": str_at(rs, "/metadata/resourceVersion"),
+                },
+            });
+            if let Some(a) = rs.ptr("/metadata/annotations") {
+                copy["metadata"]["annotations"] = a.clone();
+            }
+            if let Some(m) = rs.ptr("/spec/minReadySeconds") {
+                copy["spec"] = json!({"minReadySeconds": m});
+            }
             let annotations_updated = set_new_rs_annotations(d, &mut copy, new_revision, true);
             let d_min = i64_at(d, "/spec/minReadySeconds").unwrap_or(0);
             let min_ready_update = i64_at(&copy, "/spec/minReadySeconds").unwrap_or(0) != d_min;
@@ -530,7 +637,7 @@ impl DController {
                 {
                     Ok(updated) => {
                         q.expect(key, D_RS, updated.revision);
-                        sets.all[i] = updated.value.clone();
+                        sets.all[i].set(updated);
                         return Ok(sets);
                     }
                     Err(e) => {
@@ -591,7 +698,7 @@ impl DController {
             all: sets.all.clone(),
             new: None,
         };
-        with_new.all.push(rs.clone());
+        with_new.all.push(Obj::owned(rs.clone()));
         with_new.new = Some(with_new.all.len() - 1);
         let count = new_rs_new_replicas(d, &with_new);
         rs["spec"]["replicas"] = json!(count);
@@ -600,7 +707,7 @@ impl DController {
         let created = match self.cluster.create(&self.cluster.res.replicasets, rs).await {
             Ok(c) => {
                 q.expect(key, D_RS, c.revision);
-                c.value.clone()
+                Obj::of(c)
             }
             Err(e) if e.reason == "AlreadyExists" => {
                 let existing = match self
@@ -608,7 +715,7 @@ impl DController {
                     .get(&self.cluster.res.replicasets, &ns, &rs_name)
                     .await
                 {
-                    Ok(x) => x.value.clone(),
+                    Ok(x) => Obj::of(x),
                     Err(e) => {
                         retry_later(q, key, &e);
                         return Err(Stop);
@@ -697,7 +804,7 @@ impl DController {
     async fn set_d_revision(
         &mut self,
         key: &Key,
-        d: &mut Value,
+        d: &mut Obj,
         rev: &str,
         q: &mut Queue,
     ) -> Res<()> {
@@ -712,7 +819,7 @@ impl DController {
         {
             Ok(updated) => {
                 q.expect(key, D_FEED, updated.revision);
-                *d = updated.value.clone();
+                d.set(updated);
                 Ok(())
             }
             Err(e) => {
@@ -725,21 +832,14 @@ impl DController {
     async fn write_d_status(
         &mut self,
         key: &Key,
-        d: &mut Value,
+        d: &mut Obj,
         status: Value,
         q: &mut Queue,
     ) -> Res<()> {
-        match write_status(
-            &self.cluster,
-            &self.cluster.res.deployments,
-            d,
-            status.clone(),
-        )
-        .await
-        {
-            Ok(Some(rev)) => {
-                q.expect(key, D_FEED, rev);
-                d["status"] = status;
+        match write_status(&self.cluster, &self.cluster.res.deployments, d, status).await {
+            Ok(Some(written)) => {
+                q.expect(key, D_FEED, written.revision);
+                d.set(written);
                 Ok(())
             }
             Ok(None) => Ok(()),
@@ -755,7 +855,7 @@ impl DController {
         &mut self,
         key: &Key,
         d: &Value,
-        rs: &mut Value,
+        rs: &mut Obj,
         new_scale: i64,
         q: &mut Queue,
     ) -> Res<bool> {
@@ -782,7 +882,7 @@ impl DController {
         {
             Ok(updated) => {
                 q.expect(key, D_RS, updated.revision);
-                *rs = updated.value.clone();
+                rs.set(updated);
                 if size_needs {
                     let dir = if old_scale < new_scale { "up" } else { "down" };
                     let msg =
@@ -812,7 +912,7 @@ impl DController {
         &mut self,
         key: &Key,
         d: &Value,
-        rs: &mut Value,
+        rs: &mut Obj,
         new_scale: i64,
         q: &mut Queue,
     ) -> Res<bool> {
@@ -828,8 +928,8 @@ impl DController {
     async fn rollout_rolling(
         &mut self,
         key: &Key,
-        d: &mut Value,
-        list: Vec<Value>,
+        d: &mut Obj,
+        list: Vec<Obj>,
         q: &mut Queue,
     ) -> Res<()> {
         let mut sets = self.sync_revision(key, d, list, true, q).await?;
@@ -842,8 +942,7 @@ impl DController {
         if self.reconcile_old(key, d, &mut sets, ni, q).await? {
             return self.sync_rollout_status(key, d, &sets, q).await;
         }
-        let status = d.get("status").cloned().unwrap_or_default();
-        if deployment_complete(d, &status) {
+        if deployment_complete(d, d.get("status").unwrap_or(&Value::Null)) {
             self.cleanup(key, d, &sets, q).await;
         }
         self.sync_rollout_status(key, d, &sets, q).await
@@ -940,8 +1039,8 @@ impl DController {
     async fn rollout_recreate(
         &mut self,
         key: &Key,
-        d: &mut Value,
-        list: Vec<Value>,
+        d: &mut Obj,
+        list: Vec<Obj>,
         q: &mut Queue,
     ) -> Res<()> {
         let mut sets = self.sync_revision(key, d, list.clone(), false, q).await?;
@@ -970,8 +1069,7 @@ impl DController {
                 .await?;
             sets.all[ni] = rs;
         }
-        let status = d.get("status").cloned().unwrap_or_default();
-        if deployment_complete(d, &status) {
+        if deployment_complete(d, d.get("status").unwrap_or(&Value::Null)) {
             self.cleanup(key, d, &sets, q).await;
         }
         self.sync_rollout_status(key, d, &sets, q).await
@@ -1000,7 +1098,7 @@ impl DController {
     // Scaling (and paused deployments)
 
     /// `isScalingEvent`: an active set was sized for another number of replicas.
-    fn is_scaling_event(&self, d: &Value, list: &[Value]) -> bool {
+    fn is_scaling_event(&self, d: &Value, list: &[Obj]) -> bool {
         let want = replicas(d);
         list.iter().filter(|rs| replicas(rs) > 0).any(|rs| {
             annotation(rs, DESIRED_REPLICAS)
@@ -1012,8 +1110,8 @@ impl DController {
     async fn sync_scale(
         &mut self,
         key: &Key,
-        d: &mut Value,
-        list: Vec<Value>,
+        d: &mut Obj,
+        list: Vec<Obj>,
         q: &mut Queue,
     ) -> Res<()> {
         let mut sets = self.sync_revision(key, d, list, false, q).await?;
@@ -1121,7 +1219,7 @@ impl DController {
         }
         let mut alive: Vec<&Value> = sets
             .olds()
-            .map(|i| &sets.all[i])
+            .map(|i| &*sets.all[i])
             .filter(|rs| !is_terminating(rs))
             .collect();
         let diff = alive.len() as i64 - limit.max(0);
@@ -1209,7 +1307,7 @@ impl DController {
     async fn sync_deployment_status(
         &mut self,
         key: &Key,
-        d: &mut Value,
+        d: &mut Obj,
         sets: &Sets,
         q: &mut Queue,
     ) -> Res<()> {
@@ -1221,7 +1319,7 @@ impl DController {
     async fn sync_rollout_status(
         &mut self,
         key: &Key,
-        d: &mut Value,
+        d: &mut Obj,
         sets: &Sets,
         q: &mut Queue,
     ) -> Res<()> {
@@ -1310,27 +1408,23 @@ impl DController {
     }
 
     /// `checkPausedConditions`: Progressing Unknown while paused, and on resume.
-    async fn check_paused_conditions(
-        &mut self,
-        key: &Key,
-        d: &mut Value,
-        q: &mut Queue,
-    ) -> Res<()> {
+    async fn check_paused_conditions(&mut self, key: &Key, d: &mut Obj, q: &mut Queue) -> Res<()> {
         if !has_progress_deadline(d) {
             return Ok(());
         }
-        let mut status = d.get("status").cloned().unwrap_or_else(|| json!({}));
-        let cond = get_cond(&status, "Progressing").cloned();
-        if cond
-            .as_ref()
-            .is_some_and(|c| str_at(c, "/reason") == "ProgressDeadlineExceeded")
-        {
+        let reason = d
+            .get("status")
+            .and_then(|s| get_cond(s, "Progressing"))
+            .map(|c| str_at(c, "/reason"));
+        if reason == Some("ProgressDeadlineExceeded") {
             return Ok(());
         }
-        let paused_cond = cond
-            .as_ref()
-            .is_some_and(|c| str_at(c, "/reason") == "DeploymentPaused");
+        let paused_cond = reason == Some("DeploymentPaused");
         let paused = d.ptr("/spec/paused").and_then(Value::as_bool) == Some(true);
+        if paused == paused_cond {
+            return Ok(());
+        }
+        let mut status = d.get("status").cloned().unwrap_or_else(|| json!({}));
         let now = self.cluster.server.clock.timestamp();
         if paused && !paused_cond {
             set_cond(
@@ -1508,14 +1602,16 @@ mod tests {
         let old = json!({"spec": {"replicas": 4}});
         let new = json!({"spec": {"replicas": 0}});
         let sets = Sets {
-            all: vec![old, new],
+            all: vec![Obj::owned(old), Obj::owned(new)],
             new: Some(1),
         };
         assert_eq!(new_rs_new_replicas(&d, &sets), 1);
         let sets = Sets {
             all: vec![
-                json!({"spec": {"replicas": 3}}),
-                json!({"spec": {"replicas": 1}}),
+                Obj::owned(json!({"spec": {"replicas": 3}})),
+                Obj::of(Arc::new(StoredObject::unstored(
+                    json!({"spec": {"replicas": 1}}),
+                ))),
             ],
             new: Some(1),
         };

@@ -665,10 +665,10 @@ impl State {
                 return Ok(());
             };
             let result = self.compute(pdb).await;
-            let cur = pdb.obj.value.clone();
+            let cur = pdb.obj.clone();
             let new_status = match &result {
-                Ok(c) => status_for(&cur, c, &self.cluster.server.clock.timestamp()),
-                Err(msg) => fail_safe(&cur, msg, &self.cluster.server.clock.timestamp()),
+                Ok(c) => status_for(&cur.value, c, &self.cluster.server.clock.timestamp()),
+                Err(msg) => fail_safe(&cur.value, msg, &self.cluster.server.clock.timestamp()),
             };
             // Dependencies for controller changes, and the next disruptedPods expiry.
             if let Ok(c) = &result {
@@ -698,7 +698,7 @@ impl State {
             let Some(new_status) = new_status else {
                 return Ok(()); // up to date
             };
-            let mut obj = cur;
+            let mut obj = cur.value.clone();
             obj["status"] = new_status;
             let c = self.cluster.clone();
             match c.update_status(&c.res.pdbs, obj).await {

@@ -102,7 +102,7 @@ impl At for Value {
         let mut v = self;
         for seg in ptr.split('/').skip(1) {
             v = match v {
-                Value::Object(m) => m.get(seg)?,
+                Value::Object(m) => crate::json::get(m, seg)?,
                 Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
                 _ => return None,
             };
@@ -322,6 +322,14 @@ impl<T> PodIndex<T> {
     /// Adds or replaces a pod; returns the previous state.
     pub(crate) fn insert(&mut self, obj: Arc<StoredObject>, info: T) -> Option<Indexed<T>> {
         let (ns, name) = ns_name(&obj.value);
+        // The same labels (most updates are status changes): replace in place, the label index
+        // stays as it is.
+        if let Some(cur) = self.pods.get_mut(ns).and_then(|names| names.get_mut(name))
+            && cur.obj.value.at("/metadata/labels") == obj.value.at("/metadata/labels")
+        {
+            let old = std::mem::replace(cur, Indexed { obj, info });
+            return Some(old);
+        }
         let (ns, name) = (ns.to_string(), name.to_string());
         let old = self.remove(&ns, &name);
         if let Some(labels) = obj.value.at("/metadata/labels").and_then(Value::as_object) {

@@ -237,6 +237,9 @@ struct Health {
     /// pass.
     saved_ready: Option<(String, String)>,
     lease_renew: Option<DateTime<Utc>>,
+    /// The revision of the Node this pass last looked at, and the Ready status it found:
+    /// an unchanged Node brings no new heartbeat, only the Lease may.
+    seen: Option<(u64, Rs)>,
 }
 
 struct PodInfo {
@@ -986,6 +989,31 @@ impl State {
                 return Ok(None);
             };
             let now = self.now();
+            // The Node did not change since the last pass: no new heartbeat in it, the same
+            // Ready status; only a renewed Lease can count as a sign of life.
+            if let Some(h) = self.health.get_mut(name)
+                && let Some((rev, observed)) = h.seen
+                && rev == node.revision
+            {
+                let grace = match observed {
+                    Rs::Unknown if h.saved_ready.is_none() => self.cfg.startup_grace_period,
+                    _ => self.cfg.grace_period,
+                };
+                if let Some(renew) = self.leases.get(name).copied()
+                    && h.lease_renew.is_none_or(|r| r < renew)
+                {
+                    h.lease_renew = Some(renew);
+                    h.probe = now;
+                }
+                let expired = chrono::Duration::from_std(grace)
+                    .ok()
+                    .and_then(|g| h.probe.checked_add_signed(g))
+                    .is_some_and(|deadline| now > deadline);
+                if !expired {
+                    let current = h.saved_ready.as_ref().map(|_| observed);
+                    return Ok(Some((observed, current)));
+                }
+            }
             let v = &node.value;
             let ready = condition(v, "Ready");
             let beat = ready.map(|r| {
@@ -1034,6 +1062,7 @@ impl State {
                         ready_transition: start,
                         saved_ready: beat.map(|(b, t)| (b.to_string(), t.to_string())),
                         lease_renew: None,
+                        seen: None,
                     })
                 }
             };
@@ -1048,6 +1077,7 @@ impl State {
                 .and_then(|g| h.probe.checked_add_signed(g))
                 .is_some_and(|deadline| now > deadline);
             if !expired {
+                h.seen = Some((node.revision, observed));
                 return Ok(Some((observed, ready.map(Rs::of))));
             }
             // Heartbeats stopped: every condition the kubelet owns becomes Unknown.

@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::registry::ResourceInfo;
 use crate::rest::DeleteOptions;
 use crate::selector::LabelSelector;
-use crate::store::{EventType, Precondition, StoredObject, WatchEvent};
+use crate::store::{EventType, NsName, Precondition, StoredObject, WatchEvent};
 
 // ==============================================================================================
 // Shared machinery (also used by the Deployment controller)
@@ -306,16 +306,15 @@ impl Cache {
 
     /// Some(Some(uid)) controlled, Some(None) orphan, None not kept.
     fn class(&self, v: &Value) -> Option<Option<String>> {
+        self.class_ref(v).map(|o| o.map(str::to_string))
+    }
+
+    fn class_ref<'a>(&self, v: &'a Value) -> Option<Option<&'a str>> {
         match controller_of(v) {
             Some(r) => {
                 let kind = r.get("kind").and_then(Value::as_str).unwrap_or("");
                 if self.owner_kind.is_none_or(|k| k == kind) {
-                    Some(Some(
-                        r.get("uid")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                    ))
+                    Some(Some(r.get("uid").and_then(Value::as_str).unwrap_or("")))
                 } else {
                     None
                 }
@@ -343,6 +342,27 @@ impl Cache {
     }
 
     fn upsert(&mut self, obj: Arc<StoredObject>) -> Option<Diff> {
+        // Most objects a cache sees are not for it (other controllers' pods), or are updates
+        // that keep their owner: both without touching the indices.
+        {
+            let class = self.class_ref(&obj.value);
+            let (ns, name) = ns_name(&obj.value);
+            match (self.map.get(&(ns, name) as &dyn NsName), class) {
+                (None, None) => return None,
+                (Some(o), _) if o.revision == obj.revision => return None,
+                (Some(o), Some(c)) if self.class_ref(&o.value) == Some(c) => {
+                    let key = key_of(&obj.value);
+                    let slot = self.map.get_mut(&key)?;
+                    let old = std::mem::replace(slot, obj.clone());
+                    return Some(Diff {
+                        key,
+                        old: Some(old),
+                        new: Some(obj),
+                    });
+                }
+                _ => {}
+            }
+        }
         let key = key_of(&obj.value);
         let old = self.map.remove(&key);
         if let Some(o) = &old {
@@ -410,6 +430,10 @@ impl Cache {
             }
             FeedMsg::Event(e) => match e.kind {
                 EventType::Deleted => {
+                    let (ns, name) = ns_name(&e.object.value);
+                    if !self.map.contains_key(&(ns, name) as &dyn NsName) {
+                        return Vec::new();
+                    }
                     let key = key_of(&e.object.value);
                     // A later object of the same name may already be cached: only drop this one.
                     let same = self.map.get(&key).is_some_and(|c| {
@@ -650,11 +674,11 @@ fn ready_condition(p: &Value) -> Option<&Value> {
     p.ptr("/status/conditions")
         .and_then(Value::as_array)?
         .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+        .find(|c| c.ptr("/type").and_then(Value::as_str) == Some("Ready"))
 }
 
 pub(crate) fn is_ready(p: &Value) -> bool {
-    ready_condition(p).and_then(|c| c.get("status").and_then(Value::as_str)) == Some("True")
+    ready_condition(p).and_then(|c| c.ptr("/status").and_then(Value::as_str)) == Some("True")
 }
 
 pub(crate) fn is_running_and_ready(p: &Value) -> bool {
@@ -778,22 +802,26 @@ pub(crate) async fn delete_obj(
     };
     let ns = if ns.is_empty() { None } else { Some(ns) };
     let (_, v) = crate::rest::delete(&cluster.server, r, ns, name, &opts).await?;
-    Ok(rv_of(&v))
+    Ok(rv_of(&v.value))
 }
 
 /// Writes `status` when it differs from the object's (a merge patch of the status subresource;
-/// fields no longer present are removed). Returns the write's revision, None when unchanged.
+/// fields no longer present are removed). Returns the object written, None when unchanged.
 pub(crate) async fn write_status(
     cluster: &Cluster,
     r: &ResourceInfo,
     obj: &Value,
     status: Value,
-) -> Result<Option<u64>, ApiError> {
-    let old = obj.get("status").cloned().unwrap_or_else(|| json!({}));
-    if old == status {
+) -> Result<Option<Arc<StoredObject>>, ApiError> {
+    let empty = Value::Object(Map::new());
+    let old = obj.get("status").unwrap_or(&empty);
+    if *old == status {
         return Ok(None);
     }
-    let mut patch = status.as_object().cloned().unwrap_or_default();
+    let mut patch = match status {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
     if let Some(o) = old.as_object() {
         for k in o.keys() {
             if !patch.contains_key(k) {
@@ -805,7 +833,7 @@ pub(crate) async fn write_status(
     let out = cluster
         .merge_patch(r, ns, name, Some("status"), json!({ "status": patch }))
         .await?;
-    Ok(Some(out.revision))
+    Ok(Some(out))
 }
 
 /// Adds `owner` as the controller of `obj` (ControllerRefManager adoption), pinned to the cached
@@ -1157,19 +1185,22 @@ impl Reconciler for RsController {
 
         // Status, counting what is left after our deletions.
         let now = cluster.server.clock.now();
+        let no_labels = Map::new();
         let template_labels = v
             .ptr("/spec/template/metadata/labels")
             .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
+            .unwrap_or(&no_labels);
         let (mut count, mut labeled, mut ready, mut available) = (0i64, 0i64, 0i64, 0i64);
         let mut next: Option<DateTime<Utc>> = None;
-        for p in pods.iter().filter(|p| !deleted.contains(&key_of(&p.value))) {
+        for p in pods
+            .iter()
+            .filter(|p| deleted.is_empty() || !deleted.contains(&key_of(&p.value)))
+        {
             count += 1;
             let pl = labels_of(&p.value).and_then(Value::as_object);
             if template_labels
                 .iter()
-                .all(|(k, val)| pl.and_then(|m| m.get(k)) == Some(val))
+                .all(|(k, val)| pl.and_then(|m| crate::json::get(m, k)) == Some(val))
             {
                 labeled += 1;
             }
@@ -1200,7 +1231,7 @@ impl Reconciler for RsController {
             status.insert("conditions".into(), c.clone());
         }
         match write_status(&cluster, &cluster.res.replicasets, v, Value::Object(status)).await {
-            Ok(Some(rev)) => q.expect(&key, RS_FEED, rev),
+            Ok(Some(w)) => q.expect(&key, RS_FEED, w.revision),
             Ok(None) => {}
             Err(e) => retry_later(q, &key, &e),
         }
@@ -1703,7 +1734,7 @@ impl Reconciler for StsController {
         )
         .await
         {
-            Ok(Some(rev)) => q.expect(&key, STS_FEED, rev),
+            Ok(Some(w)) => q.expect(&key, STS_FEED, w.revision),
             Ok(None) => {}
             Err(e) => retry_later(q, &key, &e),
         }
@@ -2498,7 +2529,7 @@ impl Reconciler for DsController {
         }
         let next = st.avail_at.keys().next().copied();
         match write_status(&cluster, &cluster.res.daemonsets, v, Value::Object(status)).await {
-            Ok(Some(rev)) => q.expect(&key, DS_FEED, rev),
+            Ok(Some(w)) => q.expect(&key, DS_FEED, w.revision),
             Ok(None) => {}
             Err(e) => retry_later(q, &key, &e),
         }
@@ -2960,7 +2991,7 @@ impl Reconciler for JobController {
         status.insert("ready".into(), json!(ready.min(active_now)));
         status.insert("uncountedTerminatedPods".into(), json!({}));
         match write_status(&cluster, &cluster.res.jobs, v, Value::Object(status)).await {
-            Ok(Some(rev)) => q.expect(&key, JOB_FEED, rev),
+            Ok(Some(w)) => q.expect(&key, JOB_FEED, w.revision),
             Ok(None) => {}
             Err(e) => retry_later(q, &key, &e),
         }
