@@ -67,7 +67,13 @@ pub fn merge_patched(target: &Value, patch: &Value) -> Value {
         merge_patch(&mut out, patch);
         return out;
     };
-    let mut out = Obj::with_capacity(t.len() + p.len());
+    // Exactly the keys of the result: spare capacity in a map costs ~128 bytes per slot, kept for
+    // as long as the object version lives.
+    let added = p
+        .iter()
+        .filter(|(k, v)| !v.is_null() && !t.contains_key(*k))
+        .count();
+    let mut out = Obj::with_capacity(t.len() + added);
     for (key, value) in t {
         match p.get(key) {
             None => {

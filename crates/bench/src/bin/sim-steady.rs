@@ -26,6 +26,81 @@ struct Args {
     /// Give up after this much virtual time.
     #[arg(long, default_value_t = 3600)]
     virtual_timeout_seconds: u64,
+    /// At steady state, print per resource: objects, serialized bytes, an estimate of their size
+    /// in memory, and the watch history kept.
+    #[arg(long)]
+    census: bool,
+}
+
+/// Bytes a `serde_json::Value` (with `preserve_order`) holds on the heap, estimated: a map slot
+/// is ~128 bytes (hash, key, value, index), an array slot 80.
+fn heap_bytes(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.capacity(),
+        Value::Array(a) => a.capacity() * 80 + a.iter().map(heap_bytes).sum::<usize>(),
+        Value::Object(m) => {
+            m.len() * 128
+                + m.iter()
+                    .map(|(k, v)| k.capacity() + heap_bytes(v))
+                    .sum::<usize>()
+        }
+        _ => 0,
+    }
+}
+
+async fn census(sim: &Simulation) {
+    use futures::StreamExt;
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    let c = &sim.cluster;
+    println!("census at revision {}", sim.server.store.revision());
+    for r in [
+        &c.res.pods,
+        &c.res.events,
+        &c.res.nodes,
+        &c.res.leases,
+        &c.res.deployments,
+        &c.res.replicasets,
+        &c.res.endpoints,
+        &c.res.pdbs,
+        &c.res.services,
+    ] {
+        let Ok((items, _)) = c.list(r, None).await else {
+            continue;
+        };
+        let wire: usize = items.iter().map(|o| o.json().len()).sum();
+        let mut seen: HashSet<usize> = items.iter().map(|o| Arc::as_ptr(o) as usize).collect();
+        let mem: usize = items.iter().map(|o| heap_bytes(&o.value)).sum();
+        // The history: watch from the oldest revision still kept.
+        let oldest = match sim.server.store.watch(&r.key(), None, 0).await {
+            Err(theseus_sim::store::StoreError::Expired { oldest, .. }) => oldest,
+            _ => 0,
+        };
+        let (mut events, mut older) = (0usize, 0usize);
+        if let Ok(mut w) = sim.server.store.watch(&r.key(), None, oldest).await
+            && let Ok(Some(Ok(batch))) =
+                tokio::time::timeout(Duration::from_millis(1), w.next()).await
+        {
+            for e in batch {
+                events += 1;
+                for o in std::iter::once(&e.object).chain(e.previous.as_ref()) {
+                    if seen.insert(Arc::as_ptr(o) as usize) {
+                        older += heap_bytes(&o.value);
+                    }
+                }
+            }
+        }
+        println!(
+            "  {:<22} {:>7} objects {:>6} MiB serialized  ~{:>5} MiB in memory; history {:>6} events holding ~{} MiB of older versions",
+            r.resource,
+            items.len(),
+            wire >> 20,
+            mem >> 20,
+            events,
+            older >> 20
+        );
+    }
 }
 
 fn rss_mib() -> (u64, u64) {
@@ -107,6 +182,9 @@ fn main() {
                 );
                 std::process::exit(1);
             }
+        }
+        if a.census {
+            census(&sim).await;
         }
         let target = if a.nodes <= 1000 { "target <= 20 s wall (1,000 nodes / 30,000 pods)" } else { "target <= 120 s wall, <= 4 GiB (5,000 nodes / 150,000 pods)" };
         println!("{target}");
