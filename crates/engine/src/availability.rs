@@ -82,8 +82,8 @@ struct ProbeState {
     gap_start: Option<tokio::time::Instant>,
 }
 
-/// HTTP GET (`http://` URLs) and TCP connect probes, each on its own task at its interval.
-/// Dropping the value stops them.
+/// HTTP GET (`http://` and `https://` URLs) and TCP connect probes, each on its own task at its
+/// interval. Dropping the value stops them.
 pub struct HttpProbes {
     state: Arc<Mutex<BTreeMap<String, ProbeState>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -98,22 +98,31 @@ impl Drop for HttpProbes {
 }
 
 impl HttpProbes {
-    /// Starts the probes. Service probes need the simulator and are refused here, as are
-    /// `https://` URLs (not supported yet: probe the service over plain HTTP or TCP).
+    /// Starts the probes. Service probes need the simulator and are refused here. An `https://`
+    /// probe trusts the system's roots, or only its `caFile`, or (asked for by name) any
+    /// certificate; a `caFile` that cannot be read or holds no certificate is refused here, before
+    /// anything starts.
     pub fn start(probes: &[Probe]) -> Result<HttpProbes, String> {
         let state: Arc<Mutex<BTreeMap<String, ProbeState>>> = Arc::default();
         let mut tasks = Vec::new();
+        let mut planned = Vec::new();
         for p in probes {
             let target = if let Some(h) = &p.http {
-                if !h.url.starts_with("http://") {
+                let tls = if h.url.starts_with("https://") {
+                    tls_config(h)
+                } else if h.url.starts_with("http://") {
+                    no_tls_config()
+                } else {
                     return Err(format!(
-                        "probe {}: only http:// URLs are supported (got {}); probe the service over plain HTTP or use a tcp probe",
+                        "probe {}: {:?} is not an http:// or https:// URL",
                         p.name, h.url
                     ));
                 }
+                .map_err(|e| format!("probe {}: {e}", p.name))?;
                 Target::Http {
                     url: h.url.clone(),
                     expect: h.expect_status,
+                    client: Box::new(client(tls)),
                 }
             } else if let Some(t) = &p.tcp {
                 Target::Tcp(t.address.clone())
@@ -123,6 +132,9 @@ impl HttpProbes {
                     p.name
                 ));
             };
+            planned.push((p, target));
+        }
+        for (p, target) in planned {
             state
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -132,14 +144,10 @@ impl HttpProbes {
             let interval = Duration::from_secs(p.interval.0.max(1));
             let timeout = Duration::from_secs(p.timeout.0.max(1));
             tasks.push(tokio::spawn(async move {
-                let client = hyper_util::client::legacy::Client::builder(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .build_http::<axum::body::Body>();
                 let mut tick = tokio::time::interval(interval);
                 loop {
                     tick.tick().await;
-                    let ok = tokio::time::timeout(timeout, target.check(&client))
+                    let ok = tokio::time::timeout(timeout, target.check())
                         .await
                         .unwrap_or(false);
                     let now = tokio::time::Instant::now();
@@ -163,20 +171,134 @@ impl HttpProbes {
     }
 }
 
-enum Target {
-    Http { url: String, expect: Option<u16> },
-    Tcp(String),
-}
-
 type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     axum::body::Body,
 >;
 
+/// A client for `http://` and `https://` URLs.
+fn client(tls: rustls::ClientConfig) -> Client {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector)
+}
+
+fn tls_builder()
+-> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, String> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))
+}
+
+/// The configuration of an `http://` probe's client, which never makes a TLS connection.
+fn no_tls_config() -> Result<rustls::ClientConfig, String> {
+    Ok(tls_builder()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth())
+}
+
+/// The TLS configuration of an `https://` probe: whom it trusts.
+fn tls_config(h: &theseus_model::spec::HttpProbe) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let builder = tls_builder()?;
+    if h.insecure_skip_tls_verify {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(
+                rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            )))
+            .with_no_client_auth());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &h.ca_file {
+        Some(file) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    format!("cannot read the CA file {file}: {e}; give a PEM file of CA certificates in caFile")
+                })?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!(
+                    "the CA file {file} holds no usable certificate; give a PEM file of CA certificates in caFile"
+                ));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(
+                    "no system CA certificates found (install ca-certificates), or give caFile"
+                        .to_string(),
+                );
+            }
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// `insecureSkipTlsVerify`: any certificate is accepted; the handshake's signatures are still
+/// verified, so the connection is at least with the holder of the presented key.
+#[derive(Debug)]
+struct AnyCertificate(rustls::crypto::WebPkiSupportedAlgorithms);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+enum Target {
+    Http {
+        url: String,
+        expect: Option<u16>,
+        client: Box<Client>,
+    },
+    Tcp(String),
+}
+
 impl Target {
-    async fn check(&self, client: &Client) -> bool {
+    async fn check(&self) -> bool {
         match self {
-            Target::Http { url, expect } => {
+            Target::Http {
+                url,
+                expect,
+                client,
+            } => {
                 let Ok(uri) = url.parse::<http::Uri>() else {
                     return false;
                 };

@@ -266,6 +266,15 @@ fn semantic_errors_name_field_line_and_column() {
         ],
     );
     check(
+        &with_spec(
+            "  operation: {maintenance: {action: reboot}}\n  probes:\n  - name: a\n    http:\n      url: http://x/\n      caFile: /ca.pem\n  - name: b\n    http:\n      url: https://x/\n      caFile: /ca.pem\n      insecureSkipTlsVerify: true\n",
+        ),
+        &[
+            "11:7 spec.probes[0].http.caFile: only applies to an https:// URL",
+            "16:7 spec.probes[1].http.insecureSkipTlsVerify: either caFile or insecureSkipTlsVerify",
+        ],
+    );
+    check(
         "apiVersion: theseus.io/v2\nkind: Migrashun\nmetadata: {name: Bad_Name}\nspec:\n  operation: {maintenance: {action: reboot}}\n",
         &[
             "1:1 apiVersion: must be \"theseus.io/v1alpha1\"",

@@ -576,6 +576,15 @@ pub struct HttpProbe {
     /// Expected status (default: any 2xx or 3xx).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_status: Option<u16>,
+    /// `https://` only: PEM file of the certificate authorities to trust, instead of the
+    /// system's roots (an internal CA, a self-signed ingress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// `https://` only: accept any server certificate (the TLS handshake and its signatures are
+    /// still checked). Off unless asked for by name, like kubeconfig's
+    /// `insecure-skip-tls-verify`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_tls_verify: bool,
 }
 
 /// A TCP probe.

@@ -642,6 +642,36 @@ fn check_probes(p: &mut Problems, probes: &[Probe]) {
                 format!("{:?} is not an http:// or https:// URL", h.url),
             );
         }
+        if let Some(h) = &probe.http {
+            let url_at = |field: &str| {
+                vec![
+                    key("spec"),
+                    key("probes"),
+                    PathSeg::Index(i),
+                    key("http"),
+                    key(field),
+                ]
+            };
+            let https = h.url.starts_with("https://");
+            if h.ca_file.is_some() && !https {
+                p.add_path(url_at("caFile"), "only applies to an https:// URL");
+            }
+            if h.insecure_skip_tls_verify && !https {
+                p.add_path(
+                    url_at("insecureSkipTlsVerify"),
+                    "only applies to an https:// URL",
+                );
+            }
+            if h.ca_file.is_some() && h.insecure_skip_tls_verify {
+                p.add_path(
+                    url_at("insecureSkipTlsVerify"),
+                    "give either caFile or insecureSkipTlsVerify, not both",
+                );
+            }
+            if h.ca_file.as_deref().is_some_and(|f| f.trim().is_empty()) {
+                p.add_path(url_at("caFile"), "must not be empty");
+            }
+        }
         if let Some(t) = &probe.tcp
             && !t.address.contains(':')
         {
