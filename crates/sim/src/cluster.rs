@@ -308,6 +308,19 @@ impl Cluster {
     }
 }
 
+/// The keys of `known` that a complete re-list (`present`) no longer holds: what a component
+/// must forget after a [`Change::Sync`].
+pub fn absent<K: Ord + Clone, V>(
+    known: &std::collections::BTreeMap<K, V>,
+    present: &std::collections::BTreeSet<K>,
+) -> Vec<K> {
+    known
+        .keys()
+        .filter(|k| !present.contains(*k))
+        .cloned()
+        .collect()
+}
+
 /// What an informer reports.
 pub enum Change {
     /// The complete current state (first, and after every re-list).

@@ -609,24 +609,12 @@ impl Invariants {
                     .collect();
                 match tag {
                     0 => {
-                        let gone: Vec<Key> = st
-                            .pods
-                            .keys()
-                            .filter(|k| !present.contains(*k))
-                            .cloned()
-                            .collect();
-                        for k in gone {
+                        for k in crate::cluster::absent(&st.pods, &present) {
                             st.drop_pod(&k);
                         }
                     }
                     1 => {
-                        let gone: Vec<Key> = st
-                            .pdbs
-                            .keys()
-                            .filter(|k| !present.contains(*k))
-                            .cloned()
-                            .collect();
-                        for k in gone {
+                        for k in crate::cluster::absent(&st.pdbs, &present) {
                             st.drop_pdb(&k);
                         }
                     }

@@ -1471,13 +1471,7 @@ impl Fleet {
                         (ns.to_string(), n.to_string())
                     })
                     .collect();
-                let gone: Vec<PodKey> = self
-                    .pods
-                    .keys()
-                    .filter(|k| !present.contains(*k))
-                    .cloned()
-                    .collect();
-                for k in gone {
+                for k in crate::cluster::absent(&self.pods, &present) {
                     self.pod_gone(&k, None);
                 }
                 for o in &items {

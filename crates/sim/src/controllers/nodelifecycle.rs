@@ -242,6 +242,28 @@ struct Health {
     seen: Option<(u64, Rs)>,
 }
 
+impl Health {
+    /// Takes a newer Lease renewal (`renew`) as a sign of life at `now`; then whether the last
+    /// sign of life is more than `grace` old.
+    fn renew_and_expired(
+        &mut self,
+        renew: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        grace: std::time::Duration,
+    ) -> bool {
+        if let Some(renew) = renew
+            && self.lease_renew.is_none_or(|r| r < renew)
+        {
+            self.lease_renew = Some(renew);
+            self.probe = now;
+        }
+        chrono::Duration::from_std(grace)
+            .ok()
+            .and_then(|g| self.probe.checked_add_signed(g))
+            .is_some_and(|deadline| now > deadline)
+    }
+}
+
 struct PodInfo {
     node: String,
     uid: String,
@@ -499,13 +521,7 @@ impl State {
                     .iter()
                     .map(|o| str_at(&o.value, "/metadata/name").to_string())
                     .collect();
-                let gone: Vec<String> = self
-                    .nodes
-                    .keys()
-                    .filter(|n| !present.contains(*n))
-                    .cloned()
-                    .collect();
-                for n in gone {
+                for n in crate::cluster::absent(&self.nodes, &present) {
                     self.forget_node(&n);
                 }
                 for o in items {
@@ -621,13 +637,7 @@ impl State {
             Change::Sync(items) => {
                 self.synced[2] = true;
                 let present: BTreeSet<Key> = items.iter().map(|o| key_of(&o.value)).collect();
-                let gone: Vec<Key> = self
-                    .pods
-                    .keys()
-                    .filter(|k| !present.contains(*k))
-                    .cloned()
-                    .collect();
-                for k in gone {
+                for k in crate::cluster::absent(&self.pods, &present) {
                     self.drop_pod(&k);
                 }
                 for o in items {
@@ -999,17 +1009,7 @@ impl State {
                     Rs::Unknown if h.saved_ready.is_none() => self.cfg.startup_grace_period,
                     _ => self.cfg.grace_period,
                 };
-                if let Some(renew) = self.leases.get(name).copied()
-                    && h.lease_renew.is_none_or(|r| r < renew)
-                {
-                    h.lease_renew = Some(renew);
-                    h.probe = now;
-                }
-                let expired = chrono::Duration::from_std(grace)
-                    .ok()
-                    .and_then(|g| h.probe.checked_add_signed(g))
-                    .is_some_and(|deadline| now > deadline);
-                if !expired {
+                if !h.renew_and_expired(self.leases.get(name).copied(), now, grace) {
                     let current = h.saved_ready.as_ref().map(|_| observed);
                     return Ok(Some((observed, current)));
                 }
@@ -1066,16 +1066,7 @@ impl State {
                     })
                 }
             };
-            if let Some(renew) = renew
-                && h.lease_renew.is_none_or(|r| r < renew)
-            {
-                h.lease_renew = Some(renew);
-                h.probe = now;
-            }
-            let expired = chrono::Duration::from_std(grace)
-                .ok()
-                .and_then(|g| h.probe.checked_add_signed(g))
-                .is_some_and(|deadline| now > deadline);
+            let expired = h.renew_and_expired(renew, now, grace);
             if !expired {
                 h.seen = Some((node.revision, observed));
                 return Ok(Some((observed, ready.map(Rs::of))));

@@ -417,13 +417,7 @@ impl Cache {
                     present.insert(key_of(&it.value));
                     diffs.extend(self.upsert(it.clone()));
                 }
-                let gone: Vec<Key> = self
-                    .map
-                    .keys()
-                    .filter(|k| !present.contains(*k))
-                    .cloned()
-                    .collect();
-                for k in gone {
+                for k in crate::cluster::absent(&self.map, &present) {
                     diffs.extend(self.remove(&k));
                 }
                 diffs
