@@ -26,6 +26,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cluster::{Change, Cluster, ns_name};
+use crate::controllers::endpoints::label_pairs;
+use crate::controllers::workloads::key_of;
 use crate::selector::LabelSelector;
 use crate::store::{EventType, StoredObject};
 
@@ -229,20 +231,10 @@ impl NsBudgets {
     }
 }
 
-fn label_pairs(labels: Option<&Value>) -> Vec<(String, String)> {
-    labels
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 impl State {
-    fn index_labels(&mut self, key: &Key, labels: Option<&Value>, add: bool) {
-        for (k, v) in label_pairs(labels) {
+    /// Adds (or removes) the pod `obj` under each of its labels.
+    fn index_labels(&mut self, key: &Key, obj: &Value, add: bool) {
+        for (k, v) in label_pairs(obj) {
             let ik = (key.0.clone(), k, v);
             if add {
                 self.pods_by_label
@@ -285,9 +277,9 @@ impl State {
                 self.unlink_pod(&key);
                 if let Some(old) = self.pods.get(&key) {
                     let old_obj = old.obj.clone();
-                    self.index_labels(&key, old_obj.value.ptr("/metadata/labels"), false);
+                    self.index_labels(&key, &old_obj.value, false);
                 }
-                self.index_labels(&key, labels, true);
+                self.index_labels(&key, &o.value, true);
                 let pdbs = self.matching_pdbs(ns, labels);
                 for p in &pdbs {
                     if let Some(e) = self.pdbs.get_mut(&(key.0.clone(), p.clone())) {
@@ -321,7 +313,7 @@ impl State {
     fn drop_pod(&mut self, key: &Key) {
         self.unlink_pod(key);
         if let Some(old) = self.pods.remove(key) {
-            self.index_labels(key, old.obj.value.ptr("/metadata/labels"), false);
+            self.index_labels(key, &old.obj.value, false);
         }
     }
 
@@ -600,13 +592,7 @@ impl Invariants {
         match change {
             Change::Sync(items) => {
                 // The complete state of one resource: forget what is not in it any more.
-                let present: BTreeSet<Key> = items
-                    .iter()
-                    .map(|o| {
-                        let (ns, name) = ns_name(&o.value);
-                        (ns.to_string(), name.to_string())
-                    })
-                    .collect();
+                let present: BTreeSet<Key> = items.iter().map(|o| key_of(&o.value)).collect();
                 match tag {
                     0 => {
                         for k in crate::cluster::absent(&st.pods, &present) {

@@ -1466,10 +1466,7 @@ impl Fleet {
             Change::Sync(items) => {
                 let present: BTreeSet<PodKey> = items
                     .iter()
-                    .map(|o| {
-                        let (ns, n) = ns_name(&o.value);
-                        (ns.to_string(), n.to_string())
-                    })
+                    .map(|o| crate::controllers::workloads::key_of(&o.value))
                     .collect();
                 for k in crate::cluster::absent(&self.pods, &present) {
                     self.pod_gone(&k, None);

@@ -293,7 +293,7 @@ impl Table {
         }
     }
 
-    /// Records an object under its node (pods).
+    /// Records an object under each of its string labels.
     fn index_labels(&mut self, k: (&str, &str), v: &Value) {
         let Some(labels) = v.ptr("/metadata/labels").and_then(Value::as_object) else {
             return;
@@ -323,6 +323,7 @@ impl Table {
         }
     }
 
+    /// Records a pod under its node (other resources have no node index).
     fn index(&mut self, k: (&str, &str), v: &Value) {
         if let Some(idx) = self.by_node.as_mut() {
             let node = node_of(v);

@@ -156,9 +156,10 @@ fn main() {
         a.seed
     );
     rt.block_on(async {
+        let runs = a.runs.max(1);
         let mut walls = Vec::new();
-        for run in 1..=a.runs.max(1) {
-            if a.runs > 1 {
+        for run in 1..=runs {
+            if runs > 1 {
                 println!("run {run}");
             }
             let wall = Instant::now();
@@ -190,7 +191,7 @@ fn main() {
                 }
             }
             walls.push(took);
-            if a.census && run == a.runs.max(1) {
+            if a.census && run == runs {
                 census(&sim).await;
             }
         }

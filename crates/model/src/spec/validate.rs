@@ -606,6 +606,11 @@ fn check_probes(p: &mut Problems, probes: &[Probe]) {
             v.push(key(field));
             v
         };
+        let below = |block: &str, field: &str| {
+            let mut v = at(block);
+            v.push(key(field));
+            v
+        };
         if probe.name.trim().is_empty() {
             p.add_path(at("name"), "must not be empty");
         } else if !names.insert(probe.name.clone()) {
@@ -628,61 +633,38 @@ fn check_probes(p: &mut Problems, probes: &[Probe]) {
                 format!("needs exactly one of http, tcp, service (got {kinds})"),
             );
         }
-        if let Some(h) = &probe.http
-            && !(h.url.starts_with("http://") || h.url.starts_with("https://"))
-        {
-            p.add_path(
-                vec![
-                    key("spec"),
-                    key("probes"),
-                    PathSeg::Index(i),
-                    key("http"),
-                    key("url"),
-                ],
-                format!("{:?} is not an http:// or https:// URL", h.url),
-            );
-        }
         if let Some(h) = &probe.http {
-            let url_at = |field: &str| {
-                vec![
-                    key("spec"),
-                    key("probes"),
-                    PathSeg::Index(i),
-                    key("http"),
-                    key(field),
-                ]
-            };
             let https = h.url.starts_with("https://");
+            if !(https || h.url.starts_with("http://")) {
+                p.add_path(
+                    below("http", "url"),
+                    format!("{:?} is not an http:// or https:// URL", h.url),
+                );
+            }
             if h.ca_file.is_some() && !https {
-                p.add_path(url_at("caFile"), "only applies to an https:// URL");
+                p.add_path(below("http", "caFile"), "only applies to an https:// URL");
             }
             if h.insecure_skip_tls_verify && !https {
                 p.add_path(
-                    url_at("insecureSkipTlsVerify"),
+                    below("http", "insecureSkipTlsVerify"),
                     "only applies to an https:// URL",
                 );
             }
             if h.ca_file.is_some() && h.insecure_skip_tls_verify {
                 p.add_path(
-                    url_at("insecureSkipTlsVerify"),
+                    below("http", "insecureSkipTlsVerify"),
                     "give either caFile or insecureSkipTlsVerify, not both",
                 );
             }
             if h.ca_file.as_deref().is_some_and(|f| f.trim().is_empty()) {
-                p.add_path(url_at("caFile"), "must not be empty");
+                p.add_path(below("http", "caFile"), "must not be empty");
             }
         }
         if let Some(t) = &probe.tcp
             && !t.address.contains(':')
         {
             p.add_path(
-                vec![
-                    key("spec"),
-                    key("probes"),
-                    PathSeg::Index(i),
-                    key("tcp"),
-                    key("address"),
-                ],
+                below("tcp", "address"),
                 format!("{:?} must be host:port", t.address),
             );
         }
