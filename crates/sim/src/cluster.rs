@@ -6,7 +6,7 @@
 //! Components iterate in a fixed order (BTreeMap, never HashMap iteration) and take time only from
 //! tokio, so a run on a paused current-thread runtime is deterministic.
 
-use crate::json::Ptr;
+use crate::json::{Ptr, object};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -237,21 +237,26 @@ impl Cluster {
         let ns = if ns.is_empty() { "default" } else { ns };
         let now = self.server.clock.timestamp();
         let suffix = self.server.ids().suffix();
-        let ev = json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": format!("{name}.{suffix}"), "namespace": ns},
-            "involvedObject": {
-                "apiVersion": involved.get("apiVersion").cloned().unwrap_or(Value::Null),
-                "kind": involved.get("kind").cloned().unwrap_or(Value::Null),
-                "name": name,
-                "namespace": ns_name(involved).0,
-                "uid": involved.ptr("/metadata/uid").cloned().unwrap_or(Value::Null),
+        let ev = object! {
+            "apiVersion" => "v1",
+            "kind" => "Event",
+            "metadata" => object! {"name" => format!("{name}.{suffix}"), "namespace" => ns},
+            "involvedObject" => object! {
+                "apiVersion" => involved.get("apiVersion").cloned().unwrap_or(Value::Null),
+                "kind" => involved.get("kind").cloned().unwrap_or(Value::Null),
+                "name" => name,
+                "namespace" => ns_name(involved).0,
+                "uid" => involved.ptr("/metadata/uid").cloned().unwrap_or(Value::Null),
             },
-            "type": type_, "reason": reason, "message": message,
-            "source": {"component": component},
-            "reportingComponent": component,
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        });
+            "type" => type_,
+            "reason" => reason,
+            "message" => message,
+            "source" => object! {"component" => component},
+            "reportingComponent" => component,
+            "firstTimestamp" => now.as_str(),
+            "lastTimestamp" => now,
+            "count" => 1,
+        };
         // Events are best effort, as in Kubernetes.
         let _ = self.create(&self.res.events, ev).await;
     }

@@ -297,7 +297,7 @@ fn default_tolerations(spec: &mut Value) {
             );
         }
     }
-    spec["tolerations"] = json!(tols);
+    spec["tolerations"] = Value::Array(tols);
 }
 
 fn default_template(obj: &mut Value) {

@@ -30,7 +30,7 @@
 //! [`spawn_termination_confirmer`] is the older stand-in for API-only use (no machines): it only
 //! confirms graceful deletions.
 
-use crate::json::Ptr;
+use crate::json::{Ptr, object};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -1199,9 +1199,9 @@ impl Fleet {
             }
         }
         let spec = json!({"holderIdentity": name, "leaseDurationSeconds": dur, "renewTime": now});
-        let mut patch = json!({"spec": spec});
+        let mut patch = object! {"spec" => spec.clone()};
         if set_owner {
-            patch["metadata"] = json!({"ownerReferences": owners});
+            patch["metadata"] = object! {"ownerReferences" => owners.clone()};
         }
         match self
             .c
@@ -2000,25 +2000,31 @@ impl Fleet {
             } else {
                 (want[i], now_secs)
             };
-            let mut c = json!({"type": t, "status": if status { "True" } else { "False" },
-                "lastProbeTime": null, "lastTransitionTime": ts(since)});
+            let mut c = object! {
+                "type" => *t,
+                "status" => if status { "True" } else { "False" },
+                "lastProbeTime" => Value::Null,
+                "lastTransitionTime" => ts(since),
+            };
             if !status && (i == 2 || i == 3) {
                 let reason = match rec.stage {
                     Stage::Done if rec.final_phase == Phase::Succeeded => "PodCompleted",
                     Stage::Done => "PodFailed",
                     _ => "ContainersNotReady",
                 };
-                c["reason"] = json!(reason);
+                c["reason"] = Value::from(reason);
                 if rec.stage != Stage::Done {
-                    c["message"] = json!(unready_msg());
+                    c["message"] = Value::from(unready_msg());
                 }
             }
             conds.push(c);
         }
-        conds.push(
-            json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-            "lastTransitionTime": rec.scheduled_time.clone().unwrap_or_else(|| ts(now_secs))}),
-        );
+        conds.push(object! {
+            "type" => "PodScheduled",
+            "status" => "True",
+            "lastProbeTime" => Value::Null,
+            "lastTransitionTime" => rec.scheduled_time.clone().unwrap_or_else(|| ts(now_secs)),
+        });
         let cid = format!(
             "containerd://{}",
             hex64(fnv(rec.uid.as_bytes()) ^ rec.restarts as u64)
@@ -2029,68 +2035,69 @@ impl Fleet {
             .map(|(cname, image, id)| {
                 let (state, started, ready, with_id) = match rec.stage {
                     Stage::Running => (
-                        json!({"running": {"startedAt": rec.ctr_started}}),
+                        object! {"running" => object! {"startedAt" => rec.ctr_started.clone()}},
                         true,
                         rec.ready,
                         true,
                     ),
                     Stage::BackOff => (
-                        json!({"waiting": {"reason": "CrashLoopBackOff",
-                            "message": format!("back-off restarting failed container={cname} pod={}_{}({})",
-                                key.1, key.0, rec.uid)}}),
+                        object! {"waiting" => object! {
+                            "reason" => "CrashLoopBackOff",
+                            "message" => format!("back-off restarting failed container={cname} pod={}_{}({})",
+                                key.1, key.0, rec.uid),
+                        }},
                         false,
                         false,
                         true,
                     ),
                     Stage::Done => (
-                        rec.final_state.clone().unwrap_or_else(|| json!({})),
+                        rec.final_state.clone().unwrap_or_else(|| object! {}),
                         false,
                         false,
                         true,
                     ),
                     _ => (
-                        json!({"waiting": {"reason": "ContainerCreating"}}),
+                        object! {"waiting" => object! {"reason" => "ContainerCreating"}},
                         false,
                         false,
                         false,
                     ),
                 };
-                let mut s = json!({
-                    "name": cname,
-                    "image": image,
-                    "imageID": if with_id { id.as_str() } else { "" },
-                    "ready": ready,
-                    "started": started,
-                    "restartCount": rec.restarts,
-                    "state": state,
-                    "lastState": rec.last_term.clone().unwrap_or_else(|| json!({})),
-                });
+                let mut s = object! {
+                    "name" => cname.as_str(),
+                    "image" => image.as_str(),
+                    "imageID" => if with_id { id.as_str() } else { "" },
+                    "ready" => ready,
+                    "started" => started,
+                    "restartCount" => rec.restarts,
+                    "state" => state,
+                    "lastState" => rec.last_term.clone().unwrap_or_else(|| object! {}),
+                };
                 if with_id {
-                    s["containerID"] = json!(cid);
+                    s["containerID"] = Value::from(cid.as_str());
                 }
                 s
             })
             .collect();
         let host_ip = node.ip();
-        let mut status = json!({
-            "phase": phase.as_str(),
-            "conditions": conds,
-            "hostIP": host_ip,
-            "hostIPs": [{"ip": host_ip}],
-            "startTime": rec.start_time,
-            "containerStatuses": statuses,
-        });
-        match &rec.ip {
-            Some(ip) => {
-                status["podIP"] = json!(ip);
-                status["podIPs"] = json!([{"ip": ip}]);
-            }
-            None => {
-                status["podIP"] = Value::Null;
-                status["podIPs"] = Value::Null;
-            }
-        }
-        json!({"status": status})
+        let (pod_ip, pod_ips) = match &rec.ip {
+            Some(ip) => (
+                Value::from(ip.as_str()),
+                Value::Array(vec![object! {"ip" => ip.as_str()}]),
+            ),
+            None => (Value::Null, Value::Null),
+        };
+        let status = object! {
+            "phase" => phase.as_str(),
+            "conditions" => conds,
+            "hostIP" => host_ip,
+            "hostIPs" => vec![object! {"ip" => host_ip}],
+            "startTime" => rec.start_time.clone(),
+            "containerStatuses" => statuses,
+            "podIP" => pod_ip,
+            "podIPs" => pod_ips,
+        };
+        object! {"status" => status}
     }
 
     async fn write_status(&mut self, key: &PodKey) {

@@ -1,7 +1,7 @@
 //! The verbs: get, list, watch, create, update, patch, delete, deletecollection, and the
 //! subresources status, scale, binding, finalize and eviction, with kube-apiserver's semantics.
 
-use crate::json::Ptr;
+use crate::json::{Ptr, object};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -441,11 +441,11 @@ pub async fn get(
 }
 
 fn partial_metadata(obj: &Value, version: &str) -> Value {
-    json!({
-        "kind": "PartialObjectMetadata",
-        "apiVersion": format!("meta.k8s.io/{version}"),
-        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
-    })
+    object! {
+        "kind" => "PartialObjectMetadata",
+        "apiVersion" => format!("meta.k8s.io/{version}"),
+        "metadata" => obj.get("metadata").cloned().unwrap_or_else(|| object! {}),
+    }
 }
 
 fn table(

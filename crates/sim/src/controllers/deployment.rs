@@ -9,7 +9,7 @@
 //! the ReplicaSet controller's. It reads pods only to know when a Recreate rollout may start the
 //! new ones.
 
-use crate::json::Ptr;
+use crate::json::{Ptr, object};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -227,7 +227,7 @@ fn put_conditions(status: &mut Value, conds: Vec<Value>) {
         if conds.is_empty() {
             m.remove("conditions");
         } else {
-            m.insert("conditions".into(), json!(conds));
+            m.insert("conditions".into(), Value::Array(conds));
         }
     }
 }
@@ -520,14 +520,20 @@ impl DController {
     /// A pod template with the API server's defaults applied (so that templates written with
     /// and without defaults compare equal).
     fn normalized(&self, template: &Value) -> Value {
-        let mut fake = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "metadata": {"name": "x"}, "spec": {"template": template}});
+        let mut fake = object! {
+            "apiVersion" => "apps/v1",
+            "kind" => "ReplicaSet",
+            "metadata" => object! {"name" => "x"},
+            "spec" => object! {"template" => template.clone()},
+        };
         crate::defaults::prepare_for_create(
             &self.cluster.server,
             &self.cluster.res.replicasets,
             &mut fake,
         );
-        fake.ptr("/spec/template").cloned().unwrap_or_default()
+        fake.pointer_mut("/spec/template")
+            .map(Value::take)
+            .unwrap_or_default()
     }
 
     /// `EqualIgnoreHash` of a deployment template (already normalized) and a set's template.
@@ -626,10 +632,13 @@ impl DController {
             let min_ready_update = i64_at(&copy, "/spec/minReadySeconds").unwrap_or(0) != d_min;
             if annotations_updated || min_ready_update {
                 let (ns, name) = ns_name(&copy);
-                let patch = json!({"metadata": {
-                        "annotations": copy.ptr("/metadata/annotations").cloned().unwrap_or_default(),
-                        "resourceVersion": str_at(&copy, "/metadata/resourceVersion")},
-                    "spec": {"minReadySeconds": d_min}});
+                let patch = object! {
+                    "metadata" => object! {
+                        "annotations" => copy.ptr("/metadata/annotations").cloned().unwrap_or_default(),
+                        "resourceVersion" => str_at(&copy, "/metadata/resourceVersion"),
+                    },
+                    "spec" => object! {"minReadySeconds" => d_min},
+                };
                 match self
                     .cluster
                     .merge_patch(&self.cluster.res.replicasets, ns, name, None, patch)
@@ -685,15 +694,26 @@ impl DController {
             *super::workloads::entry(ml, HASH_LABEL) = json!(hash);
         }
         let rs_name = format!("{dname}-{hash}");
-        let mut rs = json!({
-            "apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "metadata": {"name": rs_name, "namespace": ns,
-                "ownerReferences": [owner_ref(d, "apps/v1", "Deployment")],
-                "labels": new_template.ptr("/metadata/labels").cloned().unwrap_or_default()},
-            "spec": {"replicas": 0,
-                "minReadySeconds": i64_at(d, "/spec/minReadySeconds").unwrap_or(0),
-                "selector": selector, "template": new_template},
-        });
+        let labels = new_template
+            .ptr("/metadata/labels")
+            .cloned()
+            .unwrap_or_default();
+        let mut rs = object! {
+            "apiVersion" => "apps/v1",
+            "kind" => "ReplicaSet",
+            "metadata" => object! {
+                "name" => rs_name.as_str(),
+                "namespace" => ns.as_str(),
+                "ownerReferences" => vec![owner_ref(d, "apps/v1", "Deployment")],
+                "labels" => labels,
+            },
+            "spec" => object! {
+                "replicas" => 0,
+                "minReadySeconds" => i64_at(d, "/spec/minReadySeconds").unwrap_or(0),
+                "selector" => selector,
+                "template" => new_template,
+            },
+        };
         let mut with_new = Sets {
             all: sets.all.clone(),
             new: None,

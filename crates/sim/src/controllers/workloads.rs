@@ -8,7 +8,7 @@
 //! waits until the informer has delivered the revision of that write: the "expectations" of the
 //! real controllers, which keep one deficit from being filled twice by a stale cache.
 
-use crate::json::Ptr;
+use crate::json::{Ptr, object};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -757,13 +757,13 @@ pub(crate) fn pod_from_template(
             meta.insert(f.into(), x.clone());
         }
     }
-    meta.insert("ownerReferences".into(), json!([owner]));
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": meta,
-        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
-    })
+    meta.insert("ownerReferences".into(), Value::Array(vec![owner]));
+    object! {
+        "apiVersion" => "v1",
+        "kind" => "Pod",
+        "metadata" => meta,
+        "spec" => template.get("spec").cloned().unwrap_or_else(|| object! {}),
+    }
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -825,7 +825,7 @@ pub(crate) async fn write_status(
     }
     let (ns, name) = ns_name(obj);
     let out = cluster
-        .merge_patch(r, ns, name, Some("status"), json!({ "status": patch }))
+        .merge_patch(r, ns, name, Some("status"), object! { "status" => patch })
         .await?;
     Ok(Some(out))
 }
@@ -845,8 +845,10 @@ pub(crate) async fn adopt(
         .unwrap_or_default();
     refs.push(owner);
     let (ns, name) = ns_name(obj);
-    let patch = json!({"metadata": {"ownerReferences": refs,
-        "resourceVersion": str_at(obj, "/metadata/resourceVersion")}});
+    let patch = object! {"metadata" => object! {
+        "ownerReferences" => refs,
+        "resourceVersion" => str_at(obj, "/metadata/resourceVersion"),
+    }};
     let out = cluster.merge_patch(r, ns, name, None, patch).await?;
     Ok(out.revision)
 }
@@ -872,11 +874,13 @@ pub(crate) async fn release(
     let refs = if refs.is_empty() {
         Value::Null
     } else {
-        json!(refs)
+        Value::Array(refs)
     };
     let (ns, name) = ns_name(obj);
-    let patch = json!({"metadata": {"ownerReferences": refs,
-        "resourceVersion": str_at(obj, "/metadata/resourceVersion")}});
+    let patch = object! {"metadata" => object! {
+        "ownerReferences" => refs,
+        "resourceVersion" => str_at(obj, "/metadata/resourceVersion"),
+    }};
     let out = cluster.merge_patch(r, ns, name, None, patch).await?;
     Ok(out.revision)
 }
@@ -2551,7 +2555,7 @@ fn daemon_pod(ds: &Value, template: &Value, node: &str, hash: &str) -> Value {
     );
     let spec = entry(&mut pod, "spec");
     let tols = daemon_tolerations(spec);
-    *entry(spec, "tolerations") = json!(tols);
+    *entry(spec, "tolerations") = Value::from(tols);
     let affinity = entry(spec, "affinity");
     let na = entry(affinity, "nodeAffinity");
     *entry(na, "requiredDuringSchedulingIgnoredDuringExecution") = json!({
@@ -2964,7 +2968,7 @@ impl Reconciler for JobController {
         let active_now = active.len() as i64 - deleted.min(active.len() as i64) + created;
         let mut status = Map::new();
         if !conds.is_empty() {
-            status.insert("conditions".into(), json!(conds));
+            status.insert("conditions".into(), Value::from(conds));
         }
         if let Some(s) = &start_time {
             status.insert("startTime".into(), json!(s));
