@@ -675,6 +675,19 @@ pub(crate) fn is_ready(p: &Value) -> bool {
     ready_condition(p).and_then(|c| c.ptr("/status").and_then(Value::as_str)) == Some("True")
 }
 
+/// Whether two versions of a pod look the same to a ReplicaSet's sync: what it claims by (labels,
+/// controller), what it counts (active: phase and deletion; ready and since when). What it reads
+/// only to choose pods to delete (node, restarts, deletion cost) is read from the cache when a
+/// sync runs for another reason; a scale-down never waits for a pod update.
+pub(crate) fn same_for_replica_set(old: &Value, new: &Value) -> bool {
+    is_terminating(old) == is_terminating(new)
+        && phase(old) == phase(new)
+        && ready_condition(old) == ready_condition(new)
+        && old.ptr("/metadata/labels") == new.ptr("/metadata/labels")
+        && old.ptr("/metadata/ownerReferences") == new.ptr("/metadata/ownerReferences")
+        && old.ptr("/metadata/uid") == new.ptr("/metadata/uid")
+}
+
 pub(crate) fn is_running_and_ready(p: &Value) -> bool {
     phase(p) == "Running" && is_ready(p)
 }
@@ -1030,7 +1043,13 @@ impl Reconciler for RsController {
                 }
             }
             _ => {
-                let diffs = self.pods.apply(msg);
+                let mut diffs = self.pods.apply(msg);
+                // A pod update that changes nothing a ReplicaSet counts (most are kubelet status
+                // writes: container states, IPs) would only make its sync find the same status.
+                diffs.retain(|d| match (&d.old, &d.new) {
+                    (Some(o), Some(n)) => !same_for_replica_set(&o.value, &n.value),
+                    _ => true,
+                });
                 enqueue_pod_owners(diffs, "ReplicaSet", &self.selectors, &mut self.adopt, q);
             }
         }
@@ -3015,6 +3034,44 @@ pub fn spawn_all(cluster: Cluster) -> Vec<JoinHandle<()>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_set_ignores_pod_updates_that_change_nothing_it_counts() {
+        let pod = json!({
+            "metadata": {"name": "p", "uid": "u1", "labels": {"app": "a"},
+                "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "uid": "r1", "controller": true}]},
+            "spec": {"nodeName": "n1"},
+            "status": {"phase": "Running", "podIP": "10.0.0.1",
+                "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                "containerStatuses": [{"name": "c", "restartCount": 0, "state": {"waiting": {}}}]}
+        });
+        let changed = |f: &dyn Fn(&mut Value)| {
+            let mut p = pod.clone();
+            f(&mut p);
+            p
+        };
+        // Container states, restarts, IPs and the node: the same to a ReplicaSet.
+        let status_only = changed(&|p| {
+            p["status"]["containerStatuses"][0]["restartCount"] = json!(3);
+            p["status"]["containerStatuses"][0]["state"] = json!({"running": {}});
+            p["status"]["podIP"] = json!("10.0.0.2");
+            p["spec"]["nodeName"] = json!("n2");
+        });
+        assert!(same_for_replica_set(&pod, &status_only));
+        // What it counts or claims by: each one is a change.
+        let counted: [&dyn Fn(&mut Value); 7] = [
+            &|p| p["status"]["conditions"][0]["status"] = json!("True"),
+            &|p| p["status"]["conditions"][0]["lastTransitionTime"] = json!("2026-01-01T00:01:00Z"),
+            &|p| p["status"]["phase"] = json!("Succeeded"),
+            &|p| p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:02:00Z"),
+            &|p| p["metadata"]["labels"]["app"] = json!("b"),
+            &|p| p["metadata"]["ownerReferences"] = json!([]),
+            &|p| p["metadata"]["uid"] = json!("u2"),
+        ];
+        for (i, f) in counted.iter().enumerate() {
+            assert!(!same_for_replica_set(&pod, &changed(f)), "change {i}");
+        }
+    }
 
     #[test]
     fn template_hash_is_stable_and_key_order_free() {
