@@ -2,7 +2,7 @@
 //! admission plugins (DefaultTolerationSeconds) do them. Only the rules clients can observe are
 //! modelled; each is named after the real one.
 
-use crate::json::Ptr;
+use crate::json::{Field, Ptr};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -93,7 +93,7 @@ pub fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
             causes.push(("spec.containers".into(), "Required value".into()));
         }
         for (i, c) in containers.into_iter().flatten().enumerate() {
-            if c.get("name")
+            if c.field("name")
                 .and_then(Value::as_str)
                 .is_none_or(str::is_empty)
             {
@@ -102,7 +102,7 @@ pub fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
                     "Required value".into(),
                 ));
             }
-            if c.get("image")
+            if c.field("image")
                 .and_then(Value::as_str)
                 .is_none_or(str::is_empty)
             {
@@ -215,7 +215,7 @@ fn default_pod_spec(spec: &mut Value) {
         if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in cs {
                 let image = c
-                    .get("image")
+                    .field("image")
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
@@ -247,7 +247,7 @@ fn default_pod_spec(spec: &mut Value) {
 
 fn qos_class(spec: &Value) -> &'static str {
     let containers = spec
-        .get("containers")
+        .field("containers")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
@@ -275,7 +275,7 @@ fn qos_class(spec: &Value) -> &'static str {
 /// Adds the default NoExecute tolerations for not-ready and unreachable nodes, unless present.
 fn default_tolerations(spec: &mut Value) {
     let mut tols = spec
-        .get("tolerations")
+        .field("tolerations")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
@@ -284,10 +284,10 @@ fn default_tolerations(spec: &mut Value) {
         "node.kubernetes.io/unreachable",
     ] {
         let has = tols.iter().any(|t| {
-            let k = t.get("key").and_then(Value::as_str);
-            let e = t.get("effect").and_then(Value::as_str);
+            let k = t.field("key").and_then(Value::as_str);
+            let e = t.field("effect").and_then(Value::as_str);
             (k == Some(key)
-                || (k.is_none() && t.get("operator").and_then(Value::as_str) == Some("Exists")))
+                || (k.is_none() && t.field("operator").and_then(Value::as_str) == Some("Exists")))
                 && (e.is_none() || e == Some("NoExecute"))
         });
         if !has {
@@ -317,7 +317,7 @@ pub fn prepare_for_create(server: &ApiServer, info: &ResourceInfo, obj: &mut Val
                 set_default(spec, "/priority", json!(0));
                 set_default(spec, "/serviceAccountName", json!("default"));
             }
-            let qos = obj.get("spec").map(qos_class).unwrap_or("BestEffort");
+            let qos = obj.field("spec").map(qos_class).unwrap_or("BestEffort");
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
         ("", "nodes") => {
@@ -355,7 +355,7 @@ pub fn prepare_for_create(server: &ApiServer, info: &ResourceInfo, obj: &mut Val
             if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
                 for p in ports {
                     set_default(p, "/protocol", json!("TCP"));
-                    if let Some(port) = p.get("port").cloned() {
+                    if let Some(port) = p.field("port").cloned() {
                         set_default(p, "/targetPort", port);
                     }
                 }
@@ -451,7 +451,7 @@ pub fn normalize(info: &ResourceInfo, obj: &mut Value) {
             .and_then(|a| a.first())
             .map(|v| {
                 if *wrapped {
-                    v.get("ip")
+                    v.field("ip")
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_string()
@@ -502,7 +502,7 @@ pub fn validate_crd(obj: &Value) -> Result<(), ApiError> {
     let versions = obj.ptr("/spec/versions").and_then(Value::as_array);
     let storage = versions.map(|v| {
         v.iter()
-            .filter(|x| x.get("storage").and_then(Value::as_bool) == Some(true))
+            .filter(|x| x.field("storage").and_then(Value::as_bool) == Some(true))
             .count()
     });
     if storage != Some(1) {
@@ -538,7 +538,7 @@ pub fn crd_status(obj: &mut Value) {
     let versions: Vec<Value> = obj
         .ptr("/spec/versions")
         .and_then(Value::as_array)
-        .map(|v| v.iter().filter_map(|x| x.get("name").cloned()).collect())
+        .map(|v| v.iter().filter_map(|x| x.field("name").cloned()).collect())
         .unwrap_or_default();
     obj["status"] = json!({
         "acceptedNames": names,

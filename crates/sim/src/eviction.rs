@@ -3,7 +3,7 @@
 //! 429 TooManyRequests, an allowed eviction is recorded in the budget's `disruptedPods` before the
 //! pod is deleted.
 
-use crate::json::Ptr;
+use crate::json::{Field, Ptr};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -73,7 +73,7 @@ pub async fn evict(
     query: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     let api_version = eviction
-        .get("apiVersion")
+        .field("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or("policy/v1");
     if !matches!(api_version, "policy/v1" | "policy/v1beta1") {
@@ -82,7 +82,7 @@ pub async fn evict(
         )));
     }
     if eviction
-        .get("kind")
+        .field("kind")
         .and_then(Value::as_str)
         .is_some_and(|k| k != "Eviction")
     {
@@ -93,7 +93,7 @@ pub async fn evict(
             "name in URL does not match name in Eviction object",
         ));
     }
-    let mut opts = match eviction.get("deleteOptions") {
+    let mut opts = match eviction.field("deleteOptions") {
         Some(d) if !d.is_null() => DeleteOptions::from_json(d)?,
         _ => DeleteOptions::default(),
     };
@@ -211,7 +211,7 @@ fn budgets_of(items: &[Arc<StoredObject>], epoch: u64) -> NsBudgets {
             _ => None,
         };
         let pair = raw
-            .and_then(|r| r.get("matchLabels"))
+            .and_then(|r| r.field("matchLabels"))
             .and_then(Value::as_object)
             .and_then(|m| m.iter().next())
             .and_then(|(k, v)| Some((k.clone(), v.as_str()?.to_string())));

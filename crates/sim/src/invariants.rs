@@ -17,7 +17,7 @@
 //! - `NodeLeftCordoned`: reported by [`Invariants::final_check`]: a node that was schedulable at the
 //!   start is cordoned at the end.
 
-use crate::json::Ptr;
+use crate::json::{Field, Ptr};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -144,7 +144,7 @@ fn controller_of(pod: &Value) -> Option<(String, String)> {
     pod.ptr("/metadata/ownerReferences")
         .and_then(Value::as_array)?
         .iter()
-        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .find(|r| r.field("controller").and_then(Value::as_bool) == Some(true))
         .map(|r| {
             let s = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or("").to_string();
             (s("kind"), s("uid"))
@@ -152,7 +152,7 @@ fn controller_of(pod: &Value) -> Option<(String, String)> {
 }
 
 fn minimum_of(pdb: &Value) -> Minimum {
-    let spec = pdb.get("spec");
+    let spec = pdb.field("spec");
     let field = |f: &str| spec.and_then(|s| s.get(f)).filter(|v| !v.is_null());
     if let Some(m) = field("maxUnavailable") {
         return Minimum::MaxUnavailable(m.clone());
@@ -171,7 +171,7 @@ impl NsBudgets {
     /// The pair a budget is indexed by: its first `matchLabels` pair, if any.
     fn pair(selector: Option<&Value>) -> Option<(String, String)> {
         selector?
-            .get("matchLabels")?
+            .field("matchLabels")?
             .as_object()?
             .iter()
             .find_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))

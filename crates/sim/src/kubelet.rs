@@ -30,7 +30,7 @@
 //! [`spawn_termination_confirmer`] is the older stand-in for API-only use (no machines): it only
 //! confirms graceful deletions.
 
-use crate::json::{Ptr, object};
+use crate::json::{Field, Ptr, object};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -443,7 +443,7 @@ fn seen_of(v: &Value) -> Seen {
         restarts: statuses
             .into_iter()
             .flatten()
-            .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
+            .filter_map(|c| c.field("restartCount").and_then(Value::as_i64))
             .max()
             .unwrap_or(0),
         start_time: str_at(v, "/status/startTime"),
@@ -456,7 +456,7 @@ fn foreign_conditions(v: &Value) -> Vec<Value> {
         .into_iter()
         .flatten()
         .filter(|c| {
-            c.get("type")
+            c.field("type")
                 .and_then(Value::as_str)
                 .is_some_and(|t| t != "PodScheduled" && !COND_TYPES.contains(&t))
         })
@@ -482,9 +482,9 @@ impl PodRec {
             .into_iter()
             .flatten()
             .map(|c| {
-                let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+                let image = c.field("image").and_then(Value::as_str).unwrap_or("");
                 (
-                    c.get("name")
+                    c.field("name")
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_string(),
@@ -510,7 +510,7 @@ impl PodRec {
             .into_iter()
             .flatten()
             .find(|c| c["type"] == "PodScheduled")
-            .and_then(|c| c.get("lastTransitionTime"))
+            .and_then(|c| c.field("lastTransitionTime"))
             .and_then(Value::as_str)
             .map(str::to_string);
         PodRec {
@@ -976,7 +976,7 @@ impl Fleet {
             changed |= !same || prev.is_some_and(|p| p["reason"] != reason);
             let transition = match prev {
                 Some(p) if same => p
-                    .get("lastTransitionTime")
+                    .field("lastTransitionTime")
                     .cloned()
                     .unwrap_or_else(|| json!(now)),
                 _ => json!(now),

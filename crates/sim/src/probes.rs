@@ -6,7 +6,7 @@
 //! round-robin over the ready addresses of that view. Every failure is recorded with its time and
 //! cause.
 
-use crate::json::Ptr;
+use crate::json::{Field, Ptr};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -127,18 +127,18 @@ impl Probes {
 fn ready_backends(endpoints: &Value) -> Vec<Backend> {
     let mut out = Vec::new();
     for subset in endpoints
-        .get("subsets")
+        .field("subsets")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
     {
         for a in subset
-            .get("addresses")
+            .field("addresses")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
         {
-            let Some(ip) = a.get("ip").and_then(Value::as_str) else {
+            let Some(ip) = a.field("ip").and_then(Value::as_str) else {
                 continue;
             };
             out.push(Backend {

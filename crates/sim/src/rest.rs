@@ -1,7 +1,7 @@
 //! The verbs: get, list, watch, create, update, patch, delete, deletecollection, and the
 //! subresources status, scale, binding, finalize and eviction, with kube-apiserver's semantics.
 
-use crate::json::{Ptr, object};
+use crate::json::{Field, Ptr, object};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -298,7 +298,7 @@ pub fn meta(v: &Value) -> Option<&Map<String, Value>> {
 }
 
 fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
-    if !v.get("metadata").is_some_and(Value::is_object) {
+    if !v.field("metadata").is_some_and(Value::is_object) {
         v["metadata"] = json!({});
     }
     match v.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -333,7 +333,7 @@ fn store_err(info: &ResourceInfo, name: &str) -> impl Fn(StoreError) -> ApiError
 
 fn finalizers(v: &Value) -> Vec<String> {
     meta(v)
-        .and_then(|m| m.get("finalizers"))
+        .and_then(|m| m.field("finalizers"))
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
@@ -380,7 +380,7 @@ fn equal_except(a: &Value, b: &Value, skip: &[&str]) -> bool {
 /// Checks `kind`/`apiVersion` of a body against the resource and fills them in when missing.
 fn check_type(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     let want_av = info.api_version();
-    match obj.get("apiVersion").and_then(Value::as_str) {
+    match obj.field("apiVersion").and_then(Value::as_str) {
         None | Some("") => obj["apiVersion"] = json!(want_av),
         Some(av) if av == want_av => {}
         Some(av) => {
@@ -389,7 +389,7 @@ fn check_type(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
             )));
         }
     }
-    match obj.get("kind").and_then(Value::as_str) {
+    match obj.field("kind").and_then(Value::as_str) {
         None | Some("") => obj["kind"] = json!(info.kind),
         Some(k) if k == info.kind => {}
         Some(k) => {
@@ -400,7 +400,7 @@ fn check_type(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
         }
     }
     if obj
-        .get("metadata")
+        .field("metadata")
         .is_some_and(|m| !m.is_object() && !m.is_null())
     {
         return Err(ApiError::bad_request("metadata must be an object"));
@@ -444,7 +444,7 @@ fn partial_metadata(obj: &Value, version: &str) -> Value {
     object! {
         "kind" => "PartialObjectMetadata",
         "apiVersion" => format!("meta.k8s.io/{version}"),
-        "metadata" => obj.get("metadata").cloned().unwrap_or_else(|| object! {}),
+        "metadata" => obj.field("metadata").cloned().unwrap_or_else(|| object! {}),
     }
 }
 
@@ -1100,7 +1100,7 @@ fn prepare_update_of(
 ) -> Value {
     if status_only && sub == Some("status") {
         let mut o = new;
-        if o.get("status").is_some_and(Value::is_null)
+        if o.field("status").is_some_and(Value::is_null)
             && let Some(m) = o.as_object_mut()
         {
             m.shift_remove("status");
@@ -1114,7 +1114,7 @@ fn prepare_update_of(
             // The common case (a status patch applied to a copy of the object): only the status
             // differs, so the client's object is already the result.
             let mut o = new;
-            if o.get("status").is_some_and(Value::is_null)
+            if o.field("status").is_some_and(Value::is_null)
                 && let Some(m) = o.as_object_mut()
             {
                 m.shift_remove("status");
@@ -1153,7 +1153,7 @@ fn prepare_update_of(
         _ => {
             let mut o = new;
             if info.has_subresource("status") {
-                match old.get("status") {
+                match old.field("status") {
                     Some(s) => o["status"] = s.clone(),
                     None => {
                         if let Some(m) = o.as_object_mut() {
@@ -1164,7 +1164,7 @@ fn prepare_update_of(
             }
             if info.group.is_empty() && info.resource == "namespaces" {
                 // spec.finalizers only change through the finalize subresource.
-                if let Some(spec) = old.get("spec") {
+                if let Some(spec) = old.field("spec") {
                     o["spec"] = spec.clone();
                 }
             }
@@ -1197,7 +1197,7 @@ fn prepare_update_of(
     crate::defaults::normalize(info, &mut out);
     if tracks_generation(info) && !spec_eq(old, &out) {
         let g = old_meta
-            .get("generation")
+            .field("generation")
             .and_then(Value::as_i64)
             .unwrap_or(0)
             + 1;
@@ -1290,7 +1290,7 @@ pub(crate) async fn write_back(
 ) -> Result<Arc<StoredObject>, StoreError> {
     let done = meta(&new).is_some_and(|m| {
         m.contains_key("deletionTimestamp")
-            && m.get("deletionGracePeriodSeconds")
+            && m.field("deletionGracePeriodSeconds")
                 .and_then(Value::as_i64)
                 .unwrap_or(0)
                 == 0
@@ -1617,23 +1617,23 @@ impl DeleteOptions {
             return Err(ApiError::bad_request("DeleteOptions must be a JSON object"));
         }
         let mut o = DeleteOptions {
-            grace_period: v.get("gracePeriodSeconds").and_then(Value::as_i64),
+            grace_period: v.field("gracePeriodSeconds").and_then(Value::as_i64),
             propagation: v
-                .get("propagationPolicy")
+                .field("propagationPolicy")
                 .and_then(Value::as_str)
                 .map(str::to_string),
             ..Default::default()
         };
-        if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+        if v.field("orphanDependents").and_then(Value::as_bool) == Some(true) {
             o.propagation = Some("Orphan".into());
         }
-        if let Some(p) = v.get("preconditions") {
-            o.precondition.uid = p.get("uid").and_then(Value::as_str).map(str::to_string);
-            if let Some(rv) = p.get("resourceVersion").and_then(Value::as_str) {
+        if let Some(p) = v.field("preconditions") {
+            o.precondition.uid = p.field("uid").and_then(Value::as_str).map(str::to_string);
+            if let Some(rv) = p.field("resourceVersion").and_then(Value::as_str) {
                 o.precondition.resource_version = Some(parse_rv(rv)?);
             }
         }
-        if let Some(d) = v.get("dryRun").and_then(Value::as_array) {
+        if let Some(d) = v.field("dryRun").and_then(Value::as_array) {
             for x in d {
                 o.dry_run |= dry_run(x.as_str())?;
             }
@@ -1714,12 +1714,12 @@ pub async fn delete(
         };
         let now = server.clock.now();
         let already = meta(&cur.value)
-            .and_then(|m| m.get("deletionTimestamp"))
+            .and_then(|m| m.field("deletionTimestamp"))
             .is_some();
         let held = !fins.is_empty() || holds_namespace(info, &cur.value);
         if already {
             let cur_grace = meta(&cur.value)
-                .and_then(|m| m.get("deletionGracePeriodSeconds"))
+                .and_then(|m| m.field("deletionGracePeriodSeconds"))
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             if grace >= cur_grace && fins == finalizers(&cur.value) {

@@ -25,7 +25,7 @@
 //! Not modelled: preemption (the message says no victims were found), host ports, volumes,
 //! preferred inter-pod affinity, extended resources, topology spread constraints.
 
-use crate::json::Ptr;
+use crate::json::{Field, Ptr};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Bound;
@@ -303,7 +303,7 @@ impl Selector {
             sel.never = !v.is_null();
             return sel;
         };
-        if let Some(ml) = obj.get("matchLabels").and_then(Value::as_object) {
+        if let Some(ml) = obj.field("matchLabels").and_then(Value::as_object) {
             for (k, v) in ml {
                 match v.as_str() {
                     Some(v) => sel.reqs.push(SelReq {
@@ -316,13 +316,13 @@ impl Selector {
             }
         }
         for e in obj
-            .get("matchExpressions")
+            .field("matchExpressions")
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default()
         {
-            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-            let op = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+            let key = e.field("key").and_then(Value::as_str).unwrap_or("");
+            let op = match e.field("operator").and_then(Value::as_str).unwrap_or("") {
                 "In" => SelOp::In,
                 "NotIn" => SelOp::NotIn,
                 "Exists" => SelOp::Exists,
@@ -332,7 +332,7 @@ impl Selector {
                     continue;
                 }
             };
-            let values = strings(e.get("values")).into_iter().collect();
+            let values = strings(e.field("values")).into_iter().collect();
             sel.reqs.push(SelReq {
                 key: key.to_string(),
                 op,
@@ -410,7 +410,7 @@ impl NodeSelectorTerm {
                 .map(|r| NodeReq {
                     key: str_at(r, "key").to_string(),
                     operator: str_at(r, "operator").to_string(),
-                    values: strings(r.get("values")),
+                    values: strings(r.field("values")),
                 })
                 .collect()
         };
@@ -450,7 +450,7 @@ pub struct AffinityTerm {
 
 impl AffinityTerm {
     fn from_json(t: &Value, pod_ns: &str, pod_labels: &BTreeMap<String, String>) -> Self {
-        let mut selector = match t.get("labelSelector") {
+        let mut selector = match t.field("labelSelector") {
             None | Some(Value::Null) => None,
             Some(s) => Some(Selector::from_json(s)),
         };
@@ -471,8 +471,8 @@ impl AffinityTerm {
                 }
             }
         }
-        let mut namespaces: BTreeSet<String> = strings(t.get("namespaces")).into_iter().collect();
-        let namespace_selector = match t.get("namespaceSelector") {
+        let mut namespaces: BTreeSet<String> = strings(t.field("namespaces")).into_iter().collect();
+        let namespace_selector = match t.field("namespaceSelector") {
             None | Some(Value::Null) => None,
             Some(s) => Some(Selector::from_json(s)),
         };
@@ -560,10 +560,10 @@ impl PodInfo {
     pub fn from_json(v: &Value) -> PodInfo {
         let (ns, name) = ns_name(v);
         let labels = string_map(at(v, &["metadata", "labels"]));
-        let spec = v.get("spec").unwrap_or(&Value::Null);
+        let spec = v.field("spec").unwrap_or(&Value::Null);
         let (requests, non_zero) = pod_requests(spec);
         let tolerations = spec
-            .get("tolerations")
+            .field("tolerations")
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default()
@@ -577,10 +577,10 @@ impl PodInfo {
             .collect();
         let na = at(spec, &["affinity", "nodeAffinity"]);
         let required_node_affinity = na
-            .and_then(|n| n.get("requiredDuringSchedulingIgnoredDuringExecution"))
+            .and_then(|n| n.field("requiredDuringSchedulingIgnoredDuringExecution"))
             .filter(|r| !r.is_null())
             .map(|r| {
-                r.get("nodeSelectorTerms")
+                r.field("nodeSelectorTerms")
                     .and_then(Value::as_array)
                     .map(Vec::as_slice)
                     .unwrap_or_default()
@@ -589,14 +589,15 @@ impl PodInfo {
                     .collect()
             });
         let preferred_node_affinity = na
-            .and_then(|n| n.get("preferredDuringSchedulingIgnoredDuringExecution"))
+            .and_then(|n| n.field("preferredDuringSchedulingIgnoredDuringExecution"))
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default()
             .iter()
             .map(|p| {
-                let w = p.get("weight").and_then(Value::as_i64).unwrap_or(0);
-                let term = NodeSelectorTerm::from_json(p.get("preference").unwrap_or(&Value::Null));
+                let w = p.field("weight").and_then(Value::as_i64).unwrap_or(0);
+                let term =
+                    NodeSelectorTerm::from_json(p.field("preference").unwrap_or(&Value::Null));
                 (w, term)
             })
             .collect();
@@ -620,50 +621,51 @@ impl PodInfo {
             "requiredDuringSchedulingIgnoredDuringExecution",
         ]);
         let owner_uid = v
-            .get("metadata")
-            .and_then(|m| m.get("ownerReferences"))
+            .field("metadata")
+            .and_then(|m| m.field("ownerReferences"))
             .and_then(Value::as_array)
             .and_then(|refs| {
                 refs.iter()
-                    .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+                    .find(|r| r.field("controller").and_then(Value::as_bool) == Some(true))
             })
-            .and_then(|r| r.get("uid").and_then(Value::as_str))
+            .and_then(|r| r.field("uid").and_then(Value::as_str))
             .map(str::to_string);
         let phase = at(v, &["status", "phase"]).and_then(Value::as_str);
         PodInfo {
             namespace: ns.to_string(),
             name: name.to_string(),
             uid: v
-                .get("metadata")
-                .and_then(|m| m.get("uid"))
+                .field("metadata")
+                .and_then(|m| m.field("uid"))
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string(),
             requests,
             non_zero,
             tolerations,
-            node_selector: string_map(spec.get("nodeSelector")),
+            node_selector: string_map(spec.field("nodeSelector")),
             required_node_affinity,
             preferred_node_affinity,
             pod_affinity,
             pod_anti_affinity,
             owner_uid,
-            priority: spec.get("priority").and_then(Value::as_i64).unwrap_or(0),
-            preemption_never: spec.get("preemptionPolicy").and_then(Value::as_str) == Some("Never"),
+            priority: spec.field("priority").and_then(Value::as_i64).unwrap_or(0),
+            preemption_never: spec.field("preemptionPolicy").and_then(Value::as_str)
+                == Some("Never"),
             node_name: str_at(spec, "nodeName").to_string(),
             scheduler_name: spec
-                .get("schedulerName")
+                .field("schedulerName")
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
                 .unwrap_or(DEFAULT_SCHEDULER)
                 .to_string(),
             deleting: v
-                .get("metadata")
-                .and_then(|m| m.get("deletionTimestamp"))
+                .field("metadata")
+                .and_then(|m| m.field("deletionTimestamp"))
                 .is_some_and(|d| !d.is_null()),
             terminal: matches!(phase, Some("Succeeded" | "Failed")),
             gated: spec
-                .get("schedulingGates")
+                .field("schedulingGates")
                 .and_then(Value::as_array)
                 .is_some_and(|g| !g.is_empty()),
             labels,
@@ -719,7 +721,7 @@ fn pod_requests(spec: &Value) -> (Res, Res) {
     let (mut init, mut init_nz) = (Res::default(), Res::default());
     for c in list("initContainers") {
         let (r, n) = container_requests(c);
-        if c.get("restartPolicy").and_then(Value::as_str) == Some("Always") {
+        if c.field("restartPolicy").and_then(Value::as_str) == Some("Always") {
             req.add(r);
             nz.add(n);
             side.add(r);
@@ -734,7 +736,7 @@ fn pod_requests(spec: &Value) -> (Res, Res) {
     }
     req.max(init);
     nz.max(init_nz);
-    if let Some(o) = spec.get("overhead") {
+    if let Some(o) = spec.field("overhead") {
         let (r, _) = container_requests(&json!({"resources": {"requests": o}}));
         req.add(r);
         nz.add(r);
@@ -762,9 +764,9 @@ impl NodeInfo {
     pub fn from_json(v: &Value) -> NodeInfo {
         let name = ns_name(v).1.to_string();
         let labels = string_map(at(v, &["metadata", "labels"]));
-        let spec = v.get("spec").unwrap_or(&Value::Null);
+        let spec = v.field("spec").unwrap_or(&Value::Null);
         let mut taints: Vec<Taint> = spec
-            .get("taints")
+            .field("taints")
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default()
@@ -776,15 +778,15 @@ impl NodeInfo {
             })
             .collect();
         let conds = v
-            .get("status")
-            .and_then(|s| s.get("conditions"))
+            .field("status")
+            .and_then(|s| s.field("conditions"))
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default();
         let cond = |t: &str| {
             conds
                 .iter()
-                .find(|c| c.get("type").and_then(Value::as_str) == Some(t))
+                .find(|c| c.field("type").and_then(Value::as_str) == Some(t))
                 .map(|c| str_at(c, "status"))
         };
         let ready = cond("Ready") == Some("True");
@@ -819,10 +821,10 @@ impl NodeInfo {
                 });
             }
         }
-        let status = v.get("status").unwrap_or(&Value::Null);
+        let status = v.field("status").unwrap_or(&Value::Null);
         let res = |name: &str, milli: bool| -> Option<i64> {
             status
-                .get("allocatable")
+                .field("allocatable")
                 .and_then(|a| a.get(name))
                 .or_else(|| at(status, &["capacity", name]))
                 .and_then(|q| quantity(q, milli))
@@ -840,7 +842,7 @@ impl NodeInfo {
         );
         NodeInfo {
             name,
-            unschedulable: spec.get("unschedulable").and_then(Value::as_bool) == Some(true),
+            unschedulable: spec.field("unschedulable").and_then(Value::as_bool) == Some(true),
             taints,
             allocatable: Res {
                 milli_cpu: res("cpu", true).unwrap_or(0),
@@ -864,7 +866,7 @@ pub struct NodeUsage {
 
 /// `metadata.namespace` and `metadata.name` ("" when absent).
 fn ns_name(v: &Value) -> (&str, &str) {
-    let m = v.get("metadata");
+    let m = v.field("metadata");
     let s = |k: &str| {
         m.and_then(|m| m.get(k))
             .and_then(Value::as_str)
@@ -2483,7 +2485,7 @@ impl Runner {
             .and_then(Value::as_array)
             .and_then(|cs| {
                 cs.iter()
-                    .find(|c| c.get("type").and_then(Value::as_str) == Some("PodScheduled"))
+                    .find(|c| c.field("type").and_then(Value::as_str) == Some("PodScheduled"))
             });
         let already = cur.is_some_and(|c| {
             str_at(c, "status") == "False"
@@ -2494,7 +2496,7 @@ impl Runner {
         if !already {
             let since = cur
                 .filter(|c| str_at(c, "status") == "False")
-                .and_then(|c| c.get("lastTransitionTime").cloned())
+                .and_then(|c| c.field("lastTransitionTime").cloned())
                 .filter(|t| !t.is_null())
                 .unwrap_or_else(|| json!(self.cluster.server.clock.timestamp()));
             let patch = PatchBody {

@@ -9,7 +9,7 @@
 //! the ReplicaSet controller's. It reads pods only to know when a Recreate rollout may start the
 //! new ones.
 
-use crate::json::{Ptr, object};
+use crate::json::{Field, Ptr, object};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,7 +115,7 @@ fn replicas(v: &Value) -> i64 {
 }
 
 fn st(v: &Value, field: &str) -> i64 {
-    v.get("status")
+    v.field("status")
         .and_then(|s| s.get(field))
         .and_then(Value::as_i64)
         .unwrap_or(0)
@@ -144,8 +144,8 @@ fn fenceposts(d: &Value) -> (i64, i64) {
     let desired = replicas(d);
     let ru = d.ptr("/spec/strategy/rollingUpdate");
     let dflt = json!("25%");
-    let surge_v = ru.and_then(|r| r.get("maxSurge")).unwrap_or(&dflt);
-    let unavail_v = ru.and_then(|r| r.get("maxUnavailable")).unwrap_or(&dflt);
+    let surge_v = ru.and_then(|r| r.field("maxSurge")).unwrap_or(&dflt);
+    let unavail_v = ru.and_then(|r| r.field("maxUnavailable")).unwrap_or(&dflt);
     let surge = scaled_value(Some(surge_v), desired, true, 0).max(0);
     let mut unavail = scaled_value(Some(unavail_v), desired, false, 0).max(0);
     if surge == 0 && unavail == 0 {
@@ -171,7 +171,7 @@ fn has_progress_deadline(d: &Value) -> bool {
 
 fn conditions(status: &Value) -> Vec<Value> {
     status
-        .get("conditions")
+        .field("conditions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default()
@@ -179,10 +179,10 @@ fn conditions(status: &Value) -> Vec<Value> {
 
 fn get_cond<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
     status
-        .get("conditions")
+        .field("conditions")
         .and_then(Value::as_array)?
         .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
+        .find(|c| c.field("type").and_then(Value::as_str) == Some(type_))
 }
 
 fn new_cond(type_: &str, status: &str, reason: &str, message: &str, now: &str) -> Value {
@@ -197,18 +197,18 @@ fn set_cond(status: &mut Value, mut c: Value) {
     let mut conds = conditions(status);
     if let Some(cur) = conds
         .iter()
-        .find(|x| x.get("type").and_then(Value::as_str) == Some(type_.as_str()))
+        .find(|x| x.field("type").and_then(Value::as_str) == Some(type_.as_str()))
     {
-        if cur.get("status") == c.get("status") && cur.get("reason") == c.get("reason") {
+        if cur.field("status") == c.field("status") && cur.field("reason") == c.field("reason") {
             return;
         }
-        if cur.get("status") == c.get("status")
-            && let Some(t) = cur.get("lastTransitionTime")
+        if cur.field("status") == c.field("status")
+            && let Some(t) = cur.field("lastTransitionTime")
         {
             c["lastTransitionTime"] = t.clone();
         }
     }
-    conds.retain(|x| x.get("type").and_then(Value::as_str) != Some(type_.as_str()));
+    conds.retain(|x| x.field("type").and_then(Value::as_str) != Some(type_.as_str()));
     conds.push(c);
     put_conditions(status, conds);
 }
@@ -216,7 +216,7 @@ fn set_cond(status: &mut Value, mut c: Value) {
 fn remove_cond(status: &mut Value, type_: &str) {
     let mut conds = conditions(status);
     let n = conds.len();
-    conds.retain(|x| x.get("type").and_then(Value::as_str) != Some(type_));
+    conds.retain(|x| x.field("type").and_then(Value::as_str) != Some(type_));
     if conds.len() != n {
         put_conditions(status, conds);
     }
@@ -247,7 +247,7 @@ fn st_of(status: &Value, field: &str) -> i64 {
 
 /// `DeploymentProgressing`: more updated, fewer old, more ready or more available replicas.
 fn deployment_progressing(d: &Value, new: &Value) -> bool {
-    let old = d.get("status").cloned().unwrap_or_default();
+    let old = d.field("status").cloned().unwrap_or_default();
     let old_old = st_of(&old, "replicas") - st_of(&old, "updatedReplicas");
     let new_old = st_of(new, "replicas") - st_of(new, "updatedReplicas");
     st_of(new, "updatedReplicas") > st_of(&old, "updatedReplicas")
@@ -428,7 +428,7 @@ impl DController {
             // "This deployment is selecting all pods": nothing is done but observing it.
             let g = i64_at(&d, "/metadata/generation").unwrap_or(0);
             if st(&d, "observedGeneration") < g {
-                let mut s = d.get("status").cloned().unwrap_or_else(|| json!({}));
+                let mut s = d.field("status").cloned().unwrap_or_else(|| json!({}));
                 s["observedGeneration"] = json!(g);
                 self.write_d_status(key, &mut d, s, q).await?;
             }
@@ -656,7 +656,7 @@ impl DController {
                 }
             }
             let rev = annotation(&copy, REVISION).unwrap_or("").to_string();
-            let mut status = d.get("status").cloned().unwrap_or_else(|| json!({}));
+            let mut status = d.field("status").cloned().unwrap_or_else(|| json!({}));
             if has_progress_deadline(d) && get_cond(&status, "Progressing").is_none() {
                 let msg = format!(
                     "Found new replica set \"{}\"",
@@ -753,7 +753,7 @@ impl DController {
                     existing
                 } else {
                     // A hash collision: count it, and the next sync computes another name.
-                    let mut status = d.get("status").cloned().unwrap_or_else(|| json!({}));
+                    let mut status = d.field("status").cloned().unwrap_or_else(|| json!({}));
                     status["collisionCount"] = json!(collision.unwrap_or(0) + 1);
                     self.write_d_status(key, d, status, q).await?;
                     q.add_after(key.clone(), Duration::from_millis(100));
@@ -766,7 +766,7 @@ impl DController {
                     e.message
                 );
                 if has_progress_deadline(d) && e.code != 403 {
-                    let mut status = d.get("status").cloned().unwrap_or_else(|| json!({}));
+                    let mut status = d.field("status").cloned().unwrap_or_else(|| json!({}));
                     let now = self.cluster.server.clock.timestamp();
                     set_cond(
                         &mut status,
@@ -804,7 +804,7 @@ impl DController {
         self.set_d_revision(key, d, &new_revision.to_string(), q)
             .await?;
         if !already_exists && has_progress_deadline(d) {
-            let mut status = d.get("status").cloned().unwrap_or_else(|| json!({}));
+            let mut status = d.field("status").cloned().unwrap_or_else(|| json!({}));
             let msg = format!("Created new replica set \"{rs_name}\"");
             let now = self.cluster.server.clock.timestamp();
             set_cond(
@@ -962,7 +962,7 @@ impl DController {
         if self.reconcile_old(key, d, &mut sets, ni, q).await? {
             return self.sync_rollout_status(key, d, &sets, q).await;
         }
-        if deployment_complete(d, d.get("status").unwrap_or(&Value::Null)) {
+        if deployment_complete(d, d.field("status").unwrap_or(&Value::Null)) {
             self.cleanup(key, d, &sets, q).await;
         }
         self.sync_rollout_status(key, d, &sets, q).await
@@ -1089,7 +1089,7 @@ impl DController {
                 .await?;
             sets.all[ni] = rs;
         }
-        if deployment_complete(d, d.get("status").unwrap_or(&Value::Null)) {
+        if deployment_complete(d, d.field("status").unwrap_or(&Value::Null)) {
             self.cleanup(key, d, &sets, q).await;
         }
         self.sync_rollout_status(key, d, &sets, q).await
@@ -1348,7 +1348,7 @@ impl DController {
         if !deadline {
             remove_cond(&mut status, "Progressing");
         }
-        let old_status = d.get("status").cloned().unwrap_or_default();
+        let old_status = d.field("status").cloned().unwrap_or_default();
         let current = get_cond(&old_status, "Progressing").cloned();
         let complete_already = st_of(&status, "replicas") == st_of(&status, "updatedReplicas")
             && current
@@ -1371,7 +1371,7 @@ impl DController {
                 let mut c = new_cond("Progressing", "True", "ReplicaSetUpdated", &msg, &now);
                 if let Some(cur) = &current {
                     if str_at(cur, "/status") == "True"
-                        && let Some(t) = cur.get("lastTransitionTime")
+                        && let Some(t) = cur.field("lastTransitionTime")
                     {
                         c["lastTransitionTime"] = t.clone();
                     }
@@ -1392,7 +1392,7 @@ impl DController {
                 );
             }
         }
-        if status == old_status {
+        if crate::json::same(&status, &old_status) {
             // No progress to report: check again when the deadline would pass.
             if deadline
                 && let Some(cur) = &current
@@ -1433,7 +1433,7 @@ impl DController {
             return Ok(());
         }
         let reason = d
-            .get("status")
+            .field("status")
             .and_then(|s| get_cond(s, "Progressing"))
             .map(|c| str_at(c, "/reason"));
         if reason == Some("ProgressDeadlineExceeded") {
@@ -1444,7 +1444,7 @@ impl DController {
         if paused == paused_cond {
             return Ok(());
         }
-        let mut status = d.get("status").cloned().unwrap_or_else(|| json!({}));
+        let mut status = d.field("status").cloned().unwrap_or_else(|| json!({}));
         let now = self.cluster.server.clock.timestamp();
         if paused && !paused_cond {
             set_cond(

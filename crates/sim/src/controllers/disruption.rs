@@ -26,6 +26,7 @@
 //! used it. Status is written only when it changes, with the PDB's resourceVersion as a
 //! precondition, so an eviction recorded meanwhile is never lost.
 
+use crate::json::Field;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -231,7 +232,7 @@ fn pdb_selector(v: &Value) -> (Option<LabelSelector>, Vec<(String, String)>) {
     match LabelSelector::from_json(sel) {
         Ok(s) if !s.is_empty() => {
             let pairs = sel
-                .get("matchLabels")
+                .field("matchLabels")
                 .and_then(Value::as_object)
                 .map(|m| {
                     m.iter()
@@ -599,7 +600,7 @@ impl State {
         };
         let spec = &pdb.obj.value["spec"];
         let mut deps = BTreeSet::new();
-        let (expected, desired) = match (spec.get("maxUnavailable"), spec.get("minAvailable")) {
+        let (expected, desired) = match (spec.field("maxUnavailable"), spec.field("minAvailable")) {
             (Some(mu), _) if !mu.is_null() => {
                 let expected = self.expected_scale(&ns, &pods, &mut deps).await?;
                 let max = scaled(mu, expected)?;
@@ -777,31 +778,31 @@ fn status_for(pdb: &Value, c: &Computed, now: &str) -> Option<Value> {
     }
     let st = &pdb["status"];
     let cur_disrupted = st
-        .get("disruptedPods")
+        .field("disruptedPods")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
     let cond_ok = st
-        .get("conditions")
+        .field("conditions")
         .and_then(Value::as_array)
         .and_then(|cs| cs.iter().find(|x| x["type"] == CONDITION))
         .is_some_and(|x| {
-            x.get("observedGeneration").and_then(Value::as_i64)
-                == st.get("observedGeneration").and_then(Value::as_i64)
+            x.field("observedGeneration").and_then(Value::as_i64)
+                == st.field("observedGeneration").and_then(Value::as_i64)
                 && (x["status"] == "True") == (int_at(st, "/disruptionsAllowed") > 0)
         });
     if int_at(st, "/currentHealthy") == c.healthy
         && int_at(st, "/desiredHealthy") == c.desired
         && int_at(st, "/expectedPods") == c.expected
-        && st.get("disruptionsAllowed").and_then(Value::as_i64) == Some(allowed)
+        && st.field("disruptionsAllowed").and_then(Value::as_i64) == Some(allowed)
         && cur_disrupted == c.disrupted
-        && st.get("observedGeneration").and_then(Value::as_i64) == Some(generation)
+        && st.field("observedGeneration").and_then(Value::as_i64) == Some(generation)
         && cond_ok
     {
         return None;
     }
     let mut conds = st
-        .get("conditions")
+        .field("conditions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
@@ -825,20 +826,20 @@ fn status_for(pdb: &Value, c: &Computed, now: &str) -> Option<Value> {
 
 /// `failSafe`: no disruption allowed, condition `SyncFailed`; `observedGeneration` unchanged.
 fn fail_safe(pdb: &Value, msg: &str, now: &str) -> Option<Value> {
-    let mut st = match pdb.get("status") {
+    let mut st = match pdb.field("status") {
         Some(Value::Object(m)) => m.clone(),
         _ => Map::new(),
     };
     let observed = st
-        .get("observedGeneration")
+        .field("observedGeneration")
         .and_then(Value::as_i64)
         .unwrap_or(0);
     let mut conds = st
-        .get("conditions")
+        .field("conditions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let before = (st.get("disruptionsAllowed").cloned(), conds.clone());
+    let before = (st.field("disruptionsAllowed").cloned(), conds.clone());
     set_condition(&mut conds, "False", "SyncFailed", msg, observed, now);
     st.insert("disruptionsAllowed".into(), json!(0));
     st.insert("conditions".into(), Value::Array(conds));

@@ -28,6 +28,7 @@
 //! This file also holds small helpers the other controllers of this directory share
 //! ([`PodIndex`], [`Timers`], time parsing).
 
+use crate::json::Field;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,7 +101,7 @@ pub(crate) trait At {
 impl At for Value {
     fn at(&self, ptr: &str) -> Option<&Value> {
         let mut v = self;
-        for seg in ptr.split('/').skip(1) {
+        for seg in crate::json::tokens(ptr).skip(1) {
             v = match v {
                 Value::Object(m) => crate::json::get(m, seg)?,
                 Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
@@ -169,7 +170,7 @@ pub(crate) fn controller_ref(v: &Value) -> Option<(&str, &str, &str, &str)> {
     v.at("/metadata/ownerReferences")
         .and_then(Value::as_array)?
         .iter()
-        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .find(|r| r.field("controller").and_then(Value::as_bool) == Some(true))
         .map(|r| {
             (
                 str_at(r, "/apiVersion"),
@@ -788,7 +789,7 @@ impl State {
         let mut meta = match cur {
             Some(cur) => {
                 let same_subsets = cur
-                    .get("subsets")
+                    .field("subsets")
                     .and_then(Value::as_array)
                     .map(Vec::as_slice)
                     .unwrap_or_default()
@@ -805,7 +806,7 @@ impl State {
                 if same_subsets && same_labels && cur_truncated == truncated {
                     return None;
                 }
-                cur.get("metadata").cloned().unwrap_or_else(|| json!({}))
+                cur.field("metadata").cloned().unwrap_or_else(|| json!({}))
             }
             None => json!({"name": key.1, "namespace": key.0}),
         };
@@ -817,7 +818,7 @@ impl State {
             set_in(&mut meta, &["labels"], Value::Object(labels));
         }
         let mut ann = meta
-            .get("annotations")
+            .field("annotations")
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
@@ -898,13 +899,13 @@ impl EpPod {
                     continue;
                 }
                 for p in c
-                    .get("ports")
+                    .field("ports")
                     .and_then(Value::as_array)
                     .map(Vec::as_slice)
                     .unwrap_or_default()
                 {
                     let name = str_at(p, "/name");
-                    let Some(n) = p.get("containerPort").and_then(Value::as_i64) else {
+                    let Some(n) = p.field("containerPort").and_then(Value::as_i64) else {
                         continue;
                     };
                     if name.is_empty() {
@@ -947,7 +948,7 @@ fn service_ports(svc: &Value) -> Vec<SvcPort> {
         .map(|ps| {
             ps.iter()
                 .map(|p| {
-                    let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+                    let port = p.field("port").and_then(Value::as_i64).unwrap_or(0);
                     SvcPort {
                         name: str_at(p, "/name").to_string(),
                         protocol: match str_at(p, "/protocol") {
@@ -955,10 +956,10 @@ fn service_ports(svc: &Value) -> Vec<SvcPort> {
                             x => x.to_string(),
                         },
                         app_protocol: p
-                            .get("appProtocol")
+                            .field("appProtocol")
                             .and_then(Value::as_str)
                             .map(str::to_string),
-                        target: match p.get("targetPort") {
+                        target: match p.field("targetPort") {
                             None | Some(Value::Null) => json!(port),
                             Some(t) => t.clone(),
                         },

@@ -21,6 +21,7 @@
 //! owners are simply not observed yet are safe. Owner kinds the server does not serve are left
 //! alone (the real collector retries them forever).
 
+use crate::json::Field;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -81,7 +82,7 @@ fn owner_refs(v: &Value) -> Vec<OwnerRef> {
                     api_version: str_at(r, "/apiVersion").to_string(),
                     kind: str_at(r, "/kind").to_string(),
                     name: str_at(r, "/name").to_string(),
-                    block: r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true),
+                    block: r.field("blockOwnerDeletion").and_then(Value::as_bool) == Some(true),
                 })
                 .filter(|r| !r.uid.is_empty())
                 .collect()

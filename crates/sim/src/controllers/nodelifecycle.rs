@@ -35,6 +35,7 @@
 //! Costs: one pass over the nodes per monitor period (writes only on change), a node's pods are
 //! visited only when its NoExecute taints or readiness change, a pod event costs O(taints).
 
+use crate::json::Field;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,7 +148,7 @@ fn taints_of(node: &Value) -> Vec<Taint> {
                     value: str_at(t, "/value").to_string(),
                     effect: str_at(t, "/effect").to_string(),
                     time_added: t
-                        .get("timeAdded")
+                        .field("timeAdded")
                         .and_then(Value::as_str)
                         .and_then(parse_time),
                 })
@@ -287,7 +288,7 @@ fn pod_info(v: &Value, since: DateTime<Utc>) -> PodInfo {
                         operator: str_at(t, "/operator").to_string(),
                         value: str_at(t, "/value").to_string(),
                         effect: str_at(t, "/effect").to_string(),
-                        seconds: t.get("tolerationSeconds").and_then(Value::as_i64),
+                        seconds: t.field("tolerationSeconds").and_then(Value::as_i64),
                     })
                     .collect()
             })

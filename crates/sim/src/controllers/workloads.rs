@@ -8,7 +8,7 @@
 //! waits until the informer has delivered the revision of that write: the "expectations" of the
 //! real controllers, which keep one deficit from being filled twice by a stale cache.
 
-use crate::json::{Ptr, object};
+use crate::json::{Field, Ptr, object};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -312,9 +312,9 @@ impl Cache {
     fn class_ref<'a>(&self, v: &'a Value) -> Option<Option<&'a str>> {
         match controller_of(v) {
             Some(r) => {
-                let kind = r.get("kind").and_then(Value::as_str).unwrap_or("");
+                let kind = r.field("kind").and_then(Value::as_str).unwrap_or("");
                 if self.owner_kind.is_none_or(|k| k == kind) {
-                    Some(Some(r.get("uid").and_then(Value::as_str).unwrap_or("")))
+                    Some(Some(r.field("uid").and_then(Value::as_str).unwrap_or("")))
                 } else {
                     None
                 }
@@ -538,16 +538,16 @@ pub(crate) fn controller_of(v: &Value) -> Option<&Value> {
     v.ptr("/metadata/ownerReferences")
         .and_then(Value::as_array)?
         .iter()
-        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .find(|r| r.field("controller").and_then(Value::as_bool) == Some(true))
 }
 
 /// (kind, name, uid) of the controller owner.
 pub(crate) fn controller_parts(v: &Value) -> Option<(&str, &str, &str)> {
     let r = controller_of(v)?;
     Some((
-        r.get("kind").and_then(Value::as_str).unwrap_or(""),
-        r.get("name").and_then(Value::as_str).unwrap_or(""),
-        r.get("uid").and_then(Value::as_str).unwrap_or(""),
+        r.field("kind").and_then(Value::as_str).unwrap_or(""),
+        r.field("name").and_then(Value::as_str).unwrap_or(""),
+        r.field("uid").and_then(Value::as_str).unwrap_or(""),
     ))
 }
 
@@ -682,10 +682,20 @@ pub(crate) fn is_ready(p: &Value) -> bool {
 pub(crate) fn same_for_replica_set(old: &Value, new: &Value) -> bool {
     is_terminating(old) == is_terminating(new)
         && phase(old) == phase(new)
-        && ready_condition(old) == ready_condition(new)
-        && old.ptr("/metadata/labels") == new.ptr("/metadata/labels")
-        && old.ptr("/metadata/ownerReferences") == new.ptr("/metadata/ownerReferences")
+        && same_at(ready_condition(old), ready_condition(new))
+        && same_at(old.ptr("/metadata/labels"), new.ptr("/metadata/labels"))
+        && same_at(
+            old.ptr("/metadata/ownerReferences"),
+            new.ptr("/metadata/ownerReferences"),
+        )
         && old.ptr("/metadata/uid") == new.ptr("/metadata/uid")
+}
+
+fn same_at(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => crate::json::same(a, b),
+        (a, b) => a == b,
+    }
 }
 
 pub(crate) fn is_running_and_ready(p: &Value) -> bool {
@@ -694,7 +704,7 @@ pub(crate) fn is_running_and_ready(p: &Value) -> bool {
 
 pub(crate) fn ready_since(p: &Value) -> Option<DateTime<Utc>> {
     ready_condition(p)
-        .and_then(|c| c.get("lastTransitionTime"))
+        .and_then(|c| c.field("lastTransitionTime"))
         .and_then(Value::as_str)
         .and_then(parse_time)
 }
@@ -775,7 +785,7 @@ pub(crate) fn pod_from_template(
         "apiVersion" => "v1",
         "kind" => "Pod",
         "metadata" => meta,
-        "spec" => template.get("spec").cloned().unwrap_or_else(|| object! {}),
+        "spec" => template.field("spec").cloned().unwrap_or_else(|| object! {}),
     }
 }
 
@@ -821,8 +831,8 @@ pub(crate) async fn write_status(
     status: Value,
 ) -> Result<Option<Arc<StoredObject>>, ApiError> {
     let empty = Value::Object(Map::new());
-    let old = obj.get("status").unwrap_or(&empty);
-    if *old == status {
+    let old = obj.field("status").unwrap_or(&empty);
+    if crate::json::same(old, &status) {
         return Ok(None);
     }
     let mut patch = match status {
@@ -879,7 +889,7 @@ pub(crate) async fn release(
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .filter(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid))
+                .filter(|r| r.field("uid").and_then(Value::as_str) != Some(owner_uid))
                 .cloned()
                 .collect()
         })
@@ -1293,7 +1303,7 @@ fn deletion_order(pods: &[Arc<StoredObject>]) -> Vec<Arc<StoredObject>> {
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
-                    .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
+                    .filter_map(|c| c.field("restartCount").and_then(Value::as_i64))
                     .max()
                     .unwrap_or(0)
             })
@@ -1468,7 +1478,7 @@ impl Reconciler for StsController {
         };
         let rolling = v.ptr("/spec/updateStrategy/rollingUpdate");
         let partition = rolling
-            .and_then(|r| r.get("partition"))
+            .and_then(|r| r.field("partition"))
             .and_then(Value::as_i64)
             .unwrap_or(0)
             .max(0);
@@ -1823,7 +1833,7 @@ fn sts_pod(set: &Value, template: &Value, ord: i64, revision: &str) -> Value {
                 if cname.is_empty() {
                     continue;
                 }
-                vols.retain(|v| v.get("name").and_then(Value::as_str) != Some(cname));
+                vols.retain(|v| v.field("name").and_then(Value::as_str) != Some(cname));
                 vols.push(json!({"name": cname,
                     "persistentVolumeClaim": {"claimName": format!("{cname}-{pname}")}}));
             }
@@ -1983,7 +1993,7 @@ pub(crate) fn target_node(pod: &Value) -> Option<&str> {
     )
     .and_then(Value::as_array)?
     .iter()
-    .filter_map(|t| t.get("matchFields").and_then(Value::as_array))
+    .filter_map(|t| t.field("matchFields").and_then(Value::as_array))
     .flatten()
     .find(|f| {
         str_at(f, "/key") == "metadata.name" && str_at(f, "/operator") == "In"
@@ -1995,7 +2005,7 @@ pub(crate) fn target_node(pod: &Value) -> Option<&str> {
 /// A node selector requirement against a value (a label, or the node name for matchFields).
 pub(crate) fn node_requirement(req: &Value, value: Option<&str>) -> bool {
     let vals: Vec<&str> = req
-        .get("values")
+        .field("values")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
@@ -2015,11 +2025,11 @@ pub(crate) fn node_requirement(req: &Value, value: Option<&str>) -> bool {
 pub(crate) fn node_matches_term(term: &Value, node: &Value) -> bool {
     let none = Vec::new();
     let exprs = term
-        .get("matchExpressions")
+        .field("matchExpressions")
         .and_then(Value::as_array)
         .unwrap_or(&none);
     let fields = term
-        .get("matchFields")
+        .field("matchFields")
         .and_then(Value::as_array)
         .unwrap_or(&none);
     if exprs.is_empty() && fields.is_empty() {
@@ -2057,7 +2067,7 @@ pub(crate) fn tolerates(tols: &[Value], taint: &Value) -> bool {
 /// (`util.AddOrUpdateDaemonPodTolerations`).
 pub(crate) fn daemon_tolerations(spec: &Value) -> Vec<Value> {
     let mut tols: Vec<Value> = spec
-        .get("tolerations")
+        .field("tolerations")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
@@ -2069,7 +2079,7 @@ pub(crate) fn daemon_tolerations(spec: &Value) -> Vec<Value> {
         ("node.kubernetes.io/pid-pressure", "NoSchedule"),
         ("node.kubernetes.io/unschedulable", "NoSchedule"),
     ];
-    if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+    if spec.field("hostNetwork").and_then(Value::as_bool) == Some(true) {
         defaults.push(("node.kubernetes.io/network-unavailable", "NoSchedule"));
     }
     for (key, effect) in defaults {
@@ -2100,7 +2110,7 @@ impl DsSpec {
         DsSpec {
             node_name: str_at(&spec, "/nodeName").to_string(),
             node_selector: spec
-                .get("nodeSelector")
+                .field("nodeSelector")
                 .and_then(Value::as_object)
                 .map(|m| {
                     m.iter()
@@ -2465,8 +2475,8 @@ impl Reconciler for DsController {
             let ru = v.ptr("/spec/updateStrategy/rollingUpdate");
             let desired = st.totals.desired;
             let mut max_unavailable =
-                scaled_value(ru.and_then(|r| r.get("maxUnavailable")), desired, true, 1);
-            let max_surge = scaled_value(ru.and_then(|r| r.get("maxSurge")), desired, true, 0);
+                scaled_value(ru.and_then(|r| r.field("maxUnavailable")), desired, true, 1);
+            let max_surge = scaled_value(ru.and_then(|r| r.field("maxSurge")), desired, true, 0);
             if max_unavailable <= 0 && max_surge <= 0 {
                 max_unavailable = 1;
             }
@@ -2637,8 +2647,8 @@ struct JobController {
 
 fn condition_true(conds: &[Value], type_: &str) -> bool {
     conds.iter().any(|c| {
-        c.get("type").and_then(Value::as_str) == Some(type_)
-            && c.get("status").and_then(Value::as_str) == Some("True")
+        c.field("type").and_then(Value::as_str) == Some(type_)
+            && c.field("status").and_then(Value::as_str) == Some("True")
     })
 }
 
@@ -2653,9 +2663,9 @@ fn set_job_condition(
 ) {
     if let Some(c) = conds
         .iter_mut()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
+        .find(|c| c.field("type").and_then(Value::as_str) == Some(type_))
     {
-        if c.get("status").and_then(Value::as_str) == Some(status) {
+        if c.field("status").and_then(Value::as_str) == Some(status) {
             return;
         }
         *c = json!({"type": type_, "status": status, "lastProbeTime": now,
@@ -2784,8 +2794,8 @@ impl Reconciler for JobController {
             let failure_target = conds
                 .iter()
                 .find(|c| {
-                    c.get("type").and_then(Value::as_str) == Some("FailureTarget")
-                        && c.get("status").and_then(Value::as_str) == Some("True")
+                    c.field("type").and_then(Value::as_str) == Some("FailureTarget")
+                        && c.field("status").and_then(Value::as_str) == Some("True")
                 })
                 .map(|c| {
                     (
