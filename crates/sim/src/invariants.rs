@@ -146,7 +146,7 @@ fn controller_of(pod: &Value) -> Option<(String, String)> {
         .iter()
         .find(|r| r.field("controller").and_then(Value::as_bool) == Some(true))
         .map(|r| {
-            let s = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+            let s = |f: &str| r.field(f).and_then(Value::as_str).unwrap_or("").to_string();
             (s("kind"), s("uid"))
         })
 }

@@ -684,8 +684,8 @@ fn container_requests(c: &Value) -> (Res, Res) {
     let req = at(c, &["resources", "requests"]);
     let lim = at(c, &["resources", "limits"]);
     let get = |name: &str, milli: bool| -> Option<i64> {
-        req.and_then(|r| r.get(name))
-            .or_else(|| lim.and_then(|l| l.get(name)))
+        req.and_then(|r| r.field(name))
+            .or_else(|| lim.and_then(|l| l.field(name)))
             .map(|q| quantity(q, milli).unwrap_or(0).max(0))
     };
     let cpu = get("cpu", true);
@@ -868,7 +868,7 @@ pub struct NodeUsage {
 fn ns_name(v: &Value) -> (&str, &str) {
     let m = v.field("metadata");
     let s = |k: &str| {
-        m.and_then(|m| m.get(k))
+        m.and_then(|m| m.field(k))
             .and_then(Value::as_str)
             .unwrap_or("")
     };
@@ -877,11 +877,11 @@ fn ns_name(v: &Value) -> (&str, &str) {
 
 /// `v[p0][p1]...` without `Value::pointer`'s per-segment allocations.
 fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |v, k| v.get(*k))
+    path.iter().try_fold(v, |v, k| v.field(k))
 }
 
 fn str_at<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
+    v.field(k).and_then(Value::as_str).unwrap_or("")
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {

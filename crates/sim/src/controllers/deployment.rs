@@ -116,7 +116,7 @@ fn replicas(v: &Value) -> i64 {
 
 fn st(v: &Value, field: &str) -> i64 {
     v.field("status")
-        .and_then(|s| s.get(field))
+        .and_then(|s| s.field(field))
         .and_then(Value::as_i64)
         .unwrap_or(0)
         .clamp(0, i64::from(i32::MAX))

@@ -144,8 +144,10 @@ pub(crate) fn pod_ready(pod: &Value) -> bool {
     pod.at("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            cs.iter().any(|c| {
+                c.field("type").and_then(Value::as_str) == Some("Ready")
+                    && c.field("status").and_then(Value::as_str) == Some("True")
+            })
         })
 }
 
