@@ -26,7 +26,7 @@
 //! used it. Status is written only when it changes, with the PDB's resourceVersion as a
 //! precondition, so an eviction recorded meanwhile is never lost.
 
-use crate::json::Field;
+use crate::json::{Field, Ptr};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
-    At, Key, PodIndex, Timers, after, controller_ref, instant_at, is_deleting, key_of, parse_time,
+    Key, PodIndex, Timers, after, controller_ref, instant_at, is_deleting, key_of, parse_time,
     pod_ready, sleep_until_opt, str_at, uid_of,
 };
 use crate::error::ApiError;
@@ -226,7 +226,7 @@ pub fn spawn(cluster: Cluster, config: DisruptionConfig) -> tokio::task::JoinHan
 }
 
 fn pdb_selector(v: &Value) -> (Option<LabelSelector>, Vec<(String, String)>) {
-    let Some(sel) = v.at("/spec/selector").filter(|s| !s.is_null()) else {
+    let Some(sel) = v.ptr("/spec/selector").filter(|s| !s.is_null()) else {
         return (None, Vec::new());
     };
     match LabelSelector::from_json(sel) {
@@ -391,7 +391,7 @@ impl State {
         let Some(idx) = self.pdb_index.get(ns) else {
             return;
         };
-        let labels = pod.at("/metadata/labels");
+        let labels = pod.ptr("/metadata/labels");
         let mut names: Vec<&String> = idx.any.iter().collect();
         if let Some(m) = labels.and_then(Value::as_object) {
             for (k, v) in m {
@@ -443,8 +443,8 @@ impl State {
                         let old = self.pods.insert(ev.object.clone(), info);
                         if let (Some(o), Some(n)) = (&old, self.pods.get(&ns, &name))
                             && o.info == n.info
-                            && o.obj.value.at("/metadata/labels")
-                                == n.obj.value.at("/metadata/labels")
+                            && o.obj.value.ptr("/metadata/labels")
+                                == n.obj.value.ptr("/metadata/labels")
                         {
                             return; // nothing a budget counts changed
                         }
@@ -464,7 +464,7 @@ impl State {
     fn ctrl_of(v: &Value, kind: &str) -> Ctrl {
         Ctrl {
             kind: kind.to_string(),
-            replicas: v.at("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
+            replicas: v.ptr("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
             owner: controller_ref(v).map(|(_, k, _, u)| (k.to_string(), u.to_string())),
         }
     }
@@ -557,7 +557,7 @@ impl State {
         {
             let r = o
                 .value
-                .at("/spec/replicas")
+                .ptr("/spec/replicas")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
             return Ok(Some((uid.to_string(), r)));
@@ -594,7 +594,7 @@ impl State {
                 .pods
                 .candidates(&ns, &pdb.pairs)
                 .into_iter()
-                .filter(|p| sel.matches(p.obj.value.at("/metadata/labels")))
+                .filter(|p| sel.matches(p.obj.value.ptr("/metadata/labels")))
                 .map(|p| &p.info)
                 .collect(),
         };
@@ -618,7 +618,7 @@ impl State {
         let recorded = pdb
             .obj
             .value
-            .at("/status/disruptedPods")
+            .ptr("/status/disruptedPods")
             .and_then(Value::as_object);
         let mut disrupted = Map::new();
         let mut recheck: Option<DateTime<Utc>> = None;
@@ -766,7 +766,7 @@ fn set_condition(
 }
 
 fn int_at(v: &Value, ptr: &str) -> i64 {
-    v.at(ptr).and_then(Value::as_i64).unwrap_or(0)
+    v.ptr(ptr).and_then(Value::as_i64).unwrap_or(0)
 }
 
 /// The new status, or `None` when the current one is up to date (`updatePdbStatus`).

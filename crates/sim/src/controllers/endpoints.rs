@@ -28,7 +28,7 @@
 //! This file also holds small helpers the other controllers of this directory share
 //! ([`PodIndex`], [`Timers`], time parsing).
 
-use crate::json::Field;
+use crate::json::{Field, Ptr};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,26 +92,6 @@ pub(crate) fn key_of(v: &Value) -> Key {
     (ns.to_string(), name.to_string())
 }
 
-/// `Value::pointer` without its per-segment allocations (the paths used here have no `~`
-/// escapes). Controllers read a few fields of 150,000 pods at a time.
-pub(crate) trait At {
-    fn at(&self, ptr: &str) -> Option<&Value>;
-}
-
-impl At for Value {
-    fn at(&self, ptr: &str) -> Option<&Value> {
-        let mut v = self;
-        for seg in crate::json::tokens(ptr).skip(1) {
-            v = match v {
-                Value::Object(m) => crate::json::get(m, seg)?,
-                Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
-                _ => return None,
-            };
-        }
-        Some(v)
-    }
-}
-
 /// Sets `path` inside `v`, turning whatever is in the way into objects (`v["a"]["b"] = x`
 /// panics on a non-object; data from the API must never make a controller panic).
 pub(crate) fn set_in(v: &mut Value, path: &[&str], val: Value) {
@@ -127,7 +107,7 @@ pub(crate) fn set_in(v: &mut Value, path: &[&str], val: Value) {
 }
 
 pub(crate) fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.at(ptr).and_then(Value::as_str).unwrap_or("")
+    v.ptr(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 pub(crate) fn uid_of(v: &Value) -> &str {
@@ -135,13 +115,13 @@ pub(crate) fn uid_of(v: &Value) -> &str {
 }
 
 pub(crate) fn is_deleting(v: &Value) -> bool {
-    v.at("/metadata/deletionTimestamp")
+    v.ptr("/metadata/deletionTimestamp")
         .is_some_and(|t| !t.is_null())
 }
 
 /// A pod's `Ready` condition is `True` (`podutil.IsPodReady`).
 pub(crate) fn pod_ready(pod: &Value) -> bool {
-    pod.at("/status/conditions")
+    pod.ptr("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|cs| {
             cs.iter().any(|c| {
@@ -157,7 +137,7 @@ pub(crate) fn pod_terminal(pod: &Value) -> bool {
 
 /// The string labels of an object.
 pub(crate) fn label_pairs(v: &Value) -> Vec<(String, String)> {
-    v.at("/metadata/labels")
+    v.ptr("/metadata/labels")
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
@@ -169,7 +149,7 @@ pub(crate) fn label_pairs(v: &Value) -> Vec<(String, String)> {
 
 /// The `ownerReference` with `controller: true`, as (apiVersion, kind, name, uid).
 pub(crate) fn controller_ref(v: &Value) -> Option<(&str, &str, &str, &str)> {
-    v.at("/metadata/ownerReferences")
+    v.ptr("/metadata/ownerReferences")
         .and_then(Value::as_array)?
         .iter()
         .find(|r| r.field("controller").and_then(Value::as_bool) == Some(true))
@@ -328,14 +308,14 @@ impl<T> PodIndex<T> {
         // The same labels (most updates are status changes): replace in place, the label index
         // stays as it is.
         if let Some(cur) = self.pods.get_mut(ns).and_then(|names| names.get_mut(name))
-            && cur.obj.value.at("/metadata/labels") == obj.value.at("/metadata/labels")
+            && cur.obj.value.ptr("/metadata/labels") == obj.value.ptr("/metadata/labels")
         {
             let old = std::mem::replace(cur, Indexed { obj, info });
             return Some(old);
         }
         let (ns, name) = (ns.to_string(), name.to_string());
         let old = self.remove(&ns, &name);
-        if let Some(labels) = obj.value.at("/metadata/labels").and_then(Value::as_object) {
+        if let Some(labels) = obj.value.ptr("/metadata/labels").and_then(Value::as_object) {
             let idx = self.by_label.entry(ns.clone()).or_default();
             for (k, v) in labels {
                 if let Some(v) = v.as_str() {
@@ -363,7 +343,7 @@ impl<T> PodIndex<T> {
         if let Some(labels) = old
             .obj
             .value
-            .at("/metadata/labels")
+            .ptr("/metadata/labels")
             .and_then(Value::as_object)
             && let Some(idx) = self.by_label.get_mut(ns)
         {
@@ -432,7 +412,7 @@ struct Svc {
 }
 
 fn service_selector(v: &Value) -> Option<BTreeMap<String, String>> {
-    let m = v.at("/spec/selector").and_then(Value::as_object)?;
+    let m = v.ptr("/spec/selector").and_then(Value::as_object)?;
     let sel: BTreeMap<String, String> = m
         .iter()
         .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
@@ -441,7 +421,7 @@ fn service_selector(v: &Value) -> Option<BTreeMap<String, String>> {
 }
 
 fn selector_matches(sel: &BTreeMap<String, String>, pod: &Value) -> bool {
-    let labels = pod.at("/metadata/labels").and_then(Value::as_object);
+    let labels = pod.ptr("/metadata/labels").and_then(Value::as_object);
     sel.iter()
         .all(|(k, v)| labels.and_then(|l| l.get(k)).and_then(Value::as_str) == Some(v.as_str()))
 }
@@ -636,8 +616,8 @@ impl State {
                         let old = self.pods.insert(ev.object.clone(), info);
                         if let (Some(o), Some(n)) = (&old, self.pods.get(&ns, &name))
                             && o.info == n.info
-                            && o.obj.value.at("/metadata/labels")
-                                == n.obj.value.at("/metadata/labels")
+                            && o.obj.value.ptr("/metadata/labels")
+                                == n.obj.value.ptr("/metadata/labels")
                         {
                             return; // nothing any Endpoints shows changed
                         }
@@ -712,7 +692,7 @@ impl State {
             };
             if ep
                 .value
-                .at("/metadata/annotations")
+                .ptr("/metadata/annotations")
                 .and_then(|a| a.get(LEADER_ANNOTATION))
                 .is_some()
             {
@@ -741,7 +721,7 @@ impl State {
             let Some(body) = self.desired_object(key) else {
                 return Ok(()); // up to date
             };
-            let result = if body.at("/metadata/resourceVersion").is_some() {
+            let result = if body.ptr("/metadata/resourceVersion").is_some() {
                 c.update(&c.res.endpoints, body).await
             } else {
                 c.create(&c.res.endpoints, body).await
@@ -779,7 +759,7 @@ impl State {
         let mut subsets = desired_subsets(svc, &pods);
         let truncated = truncate(&mut subsets, self.cfg.max_capacity);
         let mut labels = svc
-            .at("/metadata/labels")
+            .ptr("/metadata/labels")
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
@@ -796,13 +776,13 @@ impl State {
                     .map(Vec::as_slice)
                     .unwrap_or_default()
                     == subsets.as_slice();
-                let cur_labels = cur.at("/metadata/labels").and_then(Value::as_object);
+                let cur_labels = cur.ptr("/metadata/labels").and_then(Value::as_object);
                 let same_labels = match cur_labels {
                     Some(l) => *l == labels,
                     None => labels.is_empty(),
                 };
                 let cur_truncated = cur
-                    .at("/metadata/annotations")
+                    .ptr("/metadata/annotations")
                     .and_then(|a| a.get(OVER_CAPACITY))
                     .is_some();
                 if same_subsets && same_labels && cur_truncated == truncated {
@@ -891,7 +871,7 @@ impl EpPod {
             .enumerate()
         {
             for c in pod
-                .at(path)
+                .ptr(path)
                 .and_then(Value::as_array)
                 .map(Vec::as_slice)
                 .unwrap_or_default()
@@ -945,7 +925,7 @@ struct SvcPort {
 }
 
 fn service_ports(svc: &Value) -> Vec<SvcPort> {
-    svc.at("/spec/ports")
+    svc.ptr("/spec/ports")
         .and_then(Value::as_array)
         .map(|ps| {
             ps.iter()
@@ -994,7 +974,7 @@ fn pod_ip(pod: &Value) -> Option<&str> {
     if !ip.is_empty() {
         return Some(ip);
     }
-    pod.at("/status/podIPs/0/ip")
+    pod.ptr("/status/podIPs/0/ip")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
 }
@@ -1031,7 +1011,7 @@ fn address(svc_ns: &str, svc_name: &str, l: &Listed) -> Value {
 fn desired_subsets(svc: &Value, pods: &[&EpPod]) -> Vec<Value> {
     let (svc_ns, svc_name) = ns_name(svc);
     let publish = svc
-        .at("/spec/publishNotReadyAddresses")
+        .ptr("/spec/publishNotReadyAddresses")
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let headless = str_at(svc, "/spec/clusterIP") == "None";

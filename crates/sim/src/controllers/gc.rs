@@ -21,7 +21,7 @@
 //! owners are simply not observed yet are safe. Owner kinds the server does not serve are left
 //! alone (the real collector retries them forever).
 
-use crate::json::Field;
+use crate::json::{Field, Ptr};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -30,9 +30,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
-use crate::controllers::endpoints::{
-    At, Timers, after, is_deleting, sleep_until_opt, str_at, uid_of,
-};
+use crate::controllers::endpoints::{Timers, after, is_deleting, sleep_until_opt, str_at, uid_of};
 use crate::error::ApiError;
 use crate::registry::ResourceInfo;
 use crate::rest::DeleteOptions;
@@ -73,7 +71,7 @@ struct OwnerRef {
 }
 
 fn owner_refs(v: &Value) -> Vec<OwnerRef> {
-    v.at("/metadata/ownerReferences")
+    v.ptr("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
@@ -91,7 +89,7 @@ fn owner_refs(v: &Value) -> Vec<OwnerRef> {
 }
 
 fn has_finalizer(v: &Value, f: &str) -> bool {
-    v.at("/metadata/finalizers")
+    v.ptr("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(f)))
 }
@@ -264,7 +262,7 @@ impl State {
                             "/metadata/finalizers",
                         ]
                         .iter()
-                        .all(|p| prev.value.at(p) == ev.object.value.at(p))
+                        .all(|p| prev.value.ptr(p) == ev.object.value.ptr(p))
                         && is_deleting(&prev.value) == is_deleting(&ev.object.value)
                         && self.nodes.contains_key(uid_of(&ev.object.value))
                     {
@@ -628,7 +626,7 @@ impl State {
             };
             let mut obj = cur.value.clone();
             let refs: Vec<Value> = obj
-                .at("/metadata/ownerReferences")
+                .ptr("/metadata/ownerReferences")
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
@@ -676,7 +674,7 @@ impl State {
             }
             let mut obj = cur.value.clone();
             let fins: Vec<Value> = obj
-                .at("/metadata/finalizers")
+                .ptr("/metadata/finalizers")
                 .and_then(Value::as_array)
                 .map(|a| {
                     a.iter()

@@ -16,6 +16,7 @@
 //!   subresource, after which the API server removes the namespace (unless other finalizers
 //!   remain, which belong to others).
 
+use crate::json::Ptr;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
-    At, Timers, after, is_deleting, pod_terminal, set_in, sleep_until_opt, str_at,
+    Timers, after, is_deleting, pod_terminal, set_in, sleep_until_opt, str_at,
 };
 use crate::error::ApiError;
 use crate::rest::{self, DeleteOptions, WriteOptions};
@@ -114,7 +115,7 @@ pub fn spawn(cluster: Cluster, config: NamespaceConfig) -> tokio::task::JoinHand
 fn needs_work(ns: &Value) -> bool {
     is_deleting(ns)
         && ns
-            .at("/spec/finalizers")
+            .ptr("/spec/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|a| a.iter().any(|f| f.as_str() == Some(FINALIZER)))
 }
@@ -246,7 +247,7 @@ impl State {
                 let v = &o.value;
                 if is_pods && !pod_terminal(v) {
                     let grace = v
-                        .at("/spec/terminationGracePeriodSeconds")
+                        .ptr("/spec/terminationGracePeriodSeconds")
                         .and_then(Value::as_i64)
                         .unwrap_or(30);
                     t.estimate = t.estimate.max(grace);
@@ -272,7 +273,7 @@ impl State {
                 if let Some(v) = state {
                     left += 1;
                     for f in v
-                        .at("/metadata/finalizers")
+                        .ptr("/metadata/finalizers")
                         .and_then(Value::as_array)
                         .map(Vec::as_slice)
                         .unwrap_or_default()
@@ -374,7 +375,7 @@ impl State {
             ),
         ];
         let old: Vec<Value> = ns
-            .at("/status/conditions")
+            .ptr("/status/conditions")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
@@ -420,7 +421,7 @@ impl State {
         let cur = c.get(&c.res.namespaces, "", name).await?;
         let fins: Vec<Value> = cur
             .value
-            .at("/spec/finalizers")
+            .ptr("/spec/finalizers")
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()

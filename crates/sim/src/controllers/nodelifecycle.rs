@@ -35,7 +35,7 @@
 //! Costs: one pass over the nodes per monitor period (writes only on change), a node's pods are
 //! visited only when its NoExecute taints or readiness change, a pod event costs O(taints).
 
-use crate::json::Field;
+use crate::json::{Field, Ptr};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +46,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
-    At, Key, Timers, after, instant_at, is_deleting, key_of, parse_time, period, set_in,
+    Key, Timers, after, instant_at, is_deleting, key_of, parse_time, period, set_in,
     sleep_until_opt, str_at, uid_of,
 };
 use crate::error::ApiError;
@@ -139,7 +139,7 @@ impl Toleration {
 }
 
 fn taints_of(node: &Value) -> Vec<Taint> {
-    node.at("/spec/taints")
+    node.ptr("/spec/taints")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
@@ -165,7 +165,7 @@ fn no_execute_taints(node: &Value) -> Vec<Taint> {
 }
 
 fn has_taint(node: &Value, key: &str, effect: &str) -> bool {
-    node.at("/spec/taints")
+    node.ptr("/spec/taints")
         .and_then(Value::as_array)
         .is_some_and(|a| {
             a.iter()
@@ -174,7 +174,7 @@ fn has_taint(node: &Value, key: &str, effect: &str) -> bool {
 }
 
 fn condition<'a>(node: &'a Value, ty: &str) -> Option<&'a Value> {
-    node.at("/status/conditions")
+    node.ptr("/status/conditions")
         .and_then(Value::as_array)?
         .iter()
         .find(|c| c["type"] == ty)
@@ -207,7 +207,7 @@ fn ready_status(node: &Value) -> Option<Rs> {
 /// `nodetopology.GetZoneKey`.
 fn zone_key(node: &Value) -> String {
     let l = |a: &str, b: &str| {
-        let labels = node.at("/metadata/labels");
+        let labels = node.ptr("/metadata/labels");
         labels
             .and_then(|m| m.get(a))
             .or_else(|| labels.and_then(|m| m.get(b)))
@@ -279,7 +279,7 @@ fn pod_info(v: &Value, since: DateTime<Utc>) -> PodInfo {
         node: str_at(v, "/spec/nodeName").to_string(),
         uid: uid_of(v).to_string(),
         tolerations: v
-            .at("/spec/tolerations")
+            .ptr("/spec/tolerations")
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
@@ -485,7 +485,7 @@ impl State {
         let zone = zone_key(&obj.value);
         let excluded = obj
             .value
-            .at("/metadata/labels")
+            .ptr("/metadata/labels")
             .and_then(|l| l.get(EXCLUDE_DISRUPTION))
             .is_some();
         if self
@@ -550,7 +550,7 @@ impl State {
 
     fn on_lease(&mut self, c: Change) {
         let renew = |v: &Value| {
-            v.at("/spec/renewTime")
+            v.ptr("/spec/renewTime")
                 .and_then(Value::as_str)
                 .and_then(parse_time)
         };
@@ -652,7 +652,7 @@ impl State {
                     if let Some(prev) = &ev.previous
                         && ["/metadata/uid", "/spec/nodeName", "/spec/tolerations"]
                             .iter()
-                            .all(|p| prev.value.at(p) == ev.object.value.at(p))
+                            .all(|p| prev.value.ptr(p) == ev.object.value.ptr(p))
                         && is_deleting(&prev.value) == is_deleting(&ev.object.value)
                         && self.pods.contains_key(&key_of(&ev.object.value))
                     {
@@ -690,7 +690,7 @@ impl State {
         let v = &node.value;
         let mut want: BTreeSet<&str> = BTreeSet::new();
         for c in v
-            .at("/status/conditions")
+            .ptr("/status/conditions")
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default()
@@ -706,7 +706,7 @@ impl State {
             };
             want.insert(key);
         }
-        if v.at("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+        if v.ptr("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
             want.insert(TAINT_UNSCHEDULABLE);
         }
         let managed = [
@@ -719,7 +719,7 @@ impl State {
             TAINT_UNSCHEDULABLE,
         ];
         let have: BTreeSet<&str> = v
-            .at("/spec/taints")
+            .ptr("/spec/taints")
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default()
@@ -760,7 +760,7 @@ impl State {
             };
             let old: Vec<Value> = cur
                 .value
-                .at("/spec/taints")
+                .ptr("/spec/taints")
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
@@ -902,7 +902,7 @@ impl State {
         let cond = json!({"type": "DisruptionTarget", "status": "True", "lastTransitionTime": now,
             "reason": "DeletionByTaintManager", "message": "Taint manager: deleting due to NoExecute taint"});
         let mut conds: Vec<Value> = with_cond
-            .at("/status/conditions")
+            .ptr("/status/conditions")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
@@ -1076,7 +1076,7 @@ impl State {
             let ts = self.cluster.server.clock.timestamp();
             let created = str_at(v, "/metadata/creationTimestamp");
             let mut conds: Vec<Value> = v
-                .at("/status/conditions")
+                .ptr("/status/conditions")
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
