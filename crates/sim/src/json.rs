@@ -106,7 +106,7 @@ impl Ptr for Value {
 }
 
 /// The `/`-separated tokens of a path (without its leading `/`), found byte by byte.
-fn tokens(rest: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn tokens(rest: &str) -> impl Iterator<Item = &str> {
     let mut left = Some(rest);
     std::iter::from_fn(move || {
         let s = left?;

@@ -33,6 +33,7 @@ pub mod server;
 pub mod sim;
 pub mod store;
 pub mod table;
+pub mod tree;
 
 pub use error::ApiError;
 pub use server::{ApiServer, ServerConfig};
