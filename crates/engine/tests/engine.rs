@@ -79,7 +79,7 @@ async fn assert_migrated_once(sim: &Simulation) {
         .await
         .unwrap();
     for n in &nodes {
-        let v = &n.value;
+        let v = &n.value.to_value();
         assert_ne!(
             v["spec"]["unschedulable"], true,
             "{} left cordoned",

@@ -110,7 +110,7 @@ async fn sim() -> Simulation {
 
 async fn node_info(s: &Simulation, name: &str) -> Option<Value> {
     let n = s.cluster.get(&s.cluster.res.nodes, "", name).await.ok()?;
-    Some(n.value["status"]["nodeInfo"].clone())
+    Some(n.value["status"]["nodeInfo"].to_value())
 }
 
 #[tokio::test(start_paused = true)]

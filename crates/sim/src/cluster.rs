@@ -6,7 +6,7 @@
 //! Components iterate in a fixed order (BTreeMap, never HashMap iteration) and take time only from
 //! tokio, so a run on a paused current-thread runtime is deterministic.
 
-use crate::json::{Ptr, object};
+use crate::json::{Json, object};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -49,14 +49,12 @@ fn ns_opt(ns: &str) -> Option<&str> {
 }
 
 /// `metadata.namespace` and `metadata.name` of an object ("" when absent).
-pub fn ns_name(v: &Value) -> (&str, &str) {
+pub fn ns_name<V: Json>(v: &V) -> (&str, &str) {
     (
         v.ptr("/metadata/namespace")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .unwrap_or(""),
-        v.ptr("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or(""),
+        v.ptr("/metadata/name").and_then(Json::as_str).unwrap_or(""),
     )
 }
 
@@ -227,7 +225,7 @@ impl Cluster {
     /// Records a core/v1 Event about an object, as components do for `kubectl describe`.
     pub async fn event(
         &self,
-        involved: &Value,
+        involved: &impl Json,
         type_: &str,
         reason: &str,
         message: &str,
@@ -242,11 +240,11 @@ impl Cluster {
             "kind" => "Event",
             "metadata" => object! {"name" => format!("{name}.{suffix}"), "namespace" => ns},
             "involvedObject" => object! {
-                "apiVersion" => involved.get("apiVersion").cloned().unwrap_or(Value::Null),
-                "kind" => involved.get("kind").cloned().unwrap_or(Value::Null),
+                "apiVersion" => involved.field("apiVersion").map_or(Value::Null, Json::to_value),
+                "kind" => involved.field("kind").map_or(Value::Null, Json::to_value),
                 "name" => name,
                 "namespace" => ns_name(involved).0,
-                "uid" => involved.ptr("/metadata/uid").cloned().unwrap_or(Value::Null),
+                "uid" => involved.ptr("/metadata/uid").map_or(Value::Null, Json::to_value),
             },
             "type" => type_,
             "reason" => reason,

@@ -4,6 +4,7 @@
 //! pod is deleted.
 
 use crate::json::{Field, Ptr};
+use crate::tree::Tree;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -23,26 +24,27 @@ pub const MAX_DISRUPTED_POD_SIZE: usize = 2000;
 const RETRIES: usize = 20;
 const VIOLATION: &str = "Cannot evict pod as it would violate the pod's disruption budget.";
 
-fn pod_ready(pod: &Value) -> bool {
+fn pod_ready(pod: &Tree) -> bool {
     pod.ptr("/status/conditions")
-        .and_then(Value::as_array)
+        .and_then(Tree::as_array)
         .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            cs.iter().any(|c| {
+                c["type"].as_str() == Some("Ready") && c["status"].as_str() == Some("True")
+            })
         })
 }
 
 /// Pods in these states were already disrupted (or never ran): the budget does not apply.
-fn can_ignore_pdb(pod: &Value) -> bool {
+fn can_ignore_pdb(pod: &Tree) -> bool {
     matches!(
-        pod.ptr("/status/phase").and_then(Value::as_str),
+        pod.ptr("/status/phase").and_then(Tree::as_str),
         Some("Succeeded" | "Failed" | "Pending")
     ) || pod.ptr("/metadata/deletionTimestamp").is_some()
 }
 
-fn terminal_or_deleting(pod: &Value) -> bool {
+fn terminal_or_deleting(pod: &Tree) -> bool {
     matches!(
-        pod.ptr("/status/phase").and_then(Value::as_str),
+        pod.ptr("/status/phase").and_then(Tree::as_str),
         Some("Succeeded" | "Failed")
     ) || pod.ptr("/metadata/deletionTimestamp").is_some()
 }
@@ -152,12 +154,12 @@ pub async fn evict(
         let status = |f: &str| {
             first
                 .ptr(&format!("/status/{f}"))
-                .and_then(Value::as_i64)
+                .and_then(Tree::as_i64)
                 .unwrap_or(0)
         };
         let always_allow = first
             .ptr("/spec/unhealthyPodEvictionPolicy")
-            .and_then(Value::as_str)
+            .and_then(Tree::as_str)
             == Some("AlwaysAllow");
         if !pod_ready(&pod.value)
             && (always_allow
@@ -212,9 +214,9 @@ fn budgets_of(items: &[Arc<StoredObject>], epoch: u64) -> NsBudgets {
         };
         let pair = raw
             .and_then(|r| r.field("matchLabels"))
-            .and_then(Value::as_object)
+            .and_then(Tree::as_object)
             .and_then(|m| m.iter().next())
-            .and_then(|(k, v)| Some((k.clone(), v.as_str()?.to_string())));
+            .and_then(|(k, v)| Some((k.to_string(), v.as_str()?.to_string())));
         if parsed.is_some() {
             match pair {
                 Some(pair) => b.by_pair.entry(pair).or_default().push(name.clone()),
@@ -230,7 +232,7 @@ async fn matching_pdbs(
     server: &ApiServer,
     pdb_info: &ResourceInfo,
     ns: &str,
-    pod: &Value,
+    pod: &Tree,
 ) -> Result<Vec<Arc<StoredObject>>, ApiError> {
     let res = pdb_info.key();
     let labels = pod.ptr("/metadata/labels");
@@ -288,10 +290,10 @@ async fn matching_pdbs(
             return Ok(Vec::new());
         };
         let mut candidates: std::collections::BTreeSet<&String> = b.any.iter().collect();
-        if let Some(m) = labels.and_then(Value::as_object) {
+        if let Some(m) = labels.and_then(Tree::as_object) {
             for (k, v) in m {
                 if let Some(v) = v.as_str()
-                    && let Some(names) = b.by_pair.get(&(k.clone(), v.to_string()))
+                    && let Some(names) = b.by_pair.get(&(k.to_string(), v.to_string()))
                 {
                     candidates.extend(names.iter());
                 }
@@ -337,12 +339,12 @@ async fn check_and_decrement(
         let pdb = &cur.value;
         let st = |f: &str| {
             pdb.ptr(&format!("/status/{f}"))
-                .and_then(Value::as_i64)
+                .and_then(Tree::as_i64)
                 .unwrap_or(0)
         };
         let generation = pdb
             .ptr("/metadata/generation")
-            .and_then(Value::as_i64)
+            .and_then(Tree::as_i64)
             .unwrap_or(0);
         if st("observedGeneration") < generation {
             return Err(still_processing(pdb_name));
@@ -355,7 +357,7 @@ async fn check_and_decrement(
         }
         let disrupted = pdb
             .ptr("/status/disruptedPods")
-            .and_then(Value::as_object)
+            .and_then(Tree::as_object)
             .map(|m| m.len())
             .unwrap_or(0);
         if disrupted > MAX_DISRUPTED_POD_SIZE {
@@ -377,7 +379,7 @@ async fn check_and_decrement(
         if dry_run {
             return Ok(());
         }
-        let mut new = pdb.clone();
+        let mut new = pdb.to_value();
         new["status"]["disruptionsAllowed"] = json!(allowed - 1);
         if allowed - 1 == 0 {
             set_condition(&mut new, server.clock.timestamp());

@@ -17,13 +17,12 @@
 //! - `NodeLeftCordoned`: reported by [`Invariants::final_check`]: a node that was schedulable at the
 //!   start is cordoned at the end.
 
-use crate::json::{Field, Ptr};
+use crate::tree::Tree;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::cluster::{Change, Cluster, ns_name};
 use crate::controllers::endpoints::label_pairs;
@@ -61,7 +60,7 @@ enum Minimum {
     /// `minAvailable` as a percentage of the controllers' scale.
     MinPercent(i64),
     /// `maxUnavailable` (integer or percentage) off the controllers' scale.
-    MaxUnavailable(Value),
+    MaxUnavailable(Tree),
     None,
 }
 
@@ -69,7 +68,7 @@ struct PdbEntry {
     /// `None`: selects nothing (no, empty or invalid selector).
     selector: Option<LabelSelector>,
     /// The selector as written, to notice a change.
-    raw_selector: Option<Value>,
+    raw_selector: Option<Tree>,
     minimum: Minimum,
     /// Names of the matching pods of the namespace.
     members: BTreeSet<String>,
@@ -115,24 +114,25 @@ pub struct Invariants {
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
-fn healthy(pod: &Value) -> bool {
+fn healthy(pod: &Tree) -> bool {
     pod.ptr("/metadata/deletionTimestamp").is_none()
-        && pod.ptr("/status/phase").and_then(Value::as_str) == Some("Running")
+        && pod.ptr("/status/phase").and_then(Tree::as_str) == Some("Running")
         && pod
             .ptr("/status/conditions")
-            .and_then(Value::as_array)
+            .and_then(Tree::as_array)
             .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                c.iter().any(|c| {
+                    c["type"].as_str() == Some("Ready") && c["status"].as_str() == Some("True")
+                })
             })
 }
 
 /// An integer, or a percentage of `total` rounded up (as the disruption controller rounds both
 /// `minAvailable` and `maxUnavailable`).
-fn int_or_percent_up(v: &Value, total: i64) -> Option<i64> {
+fn int_or_percent_up(v: &Tree, total: i64) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => {
+        Tree::Number(n) => n.as_i64(),
+        Tree::String(s) => {
             let p: i64 = s.strip_suffix('%')?.parse().ok()?;
             Some((p.saturating_mul(total).saturating_add(99)).div_euclid(100))
         }
@@ -140,26 +140,26 @@ fn int_or_percent_up(v: &Value, total: i64) -> Option<i64> {
     }
 }
 
-fn controller_of(pod: &Value) -> Option<(String, String)> {
+fn controller_of(pod: &Tree) -> Option<(String, String)> {
     pod.ptr("/metadata/ownerReferences")
-        .and_then(Value::as_array)?
+        .and_then(Tree::as_array)?
         .iter()
-        .find(|r| r.field("controller").and_then(Value::as_bool) == Some(true))
+        .find(|r| r.field("controller").and_then(Tree::as_bool) == Some(true))
         .map(|r| {
-            let s = |f: &str| r.field(f).and_then(Value::as_str).unwrap_or("").to_string();
+            let s = |f: &str| r.field(f).and_then(Tree::as_str).unwrap_or("").to_string();
             (s("kind"), s("uid"))
         })
 }
 
-fn minimum_of(pdb: &Value) -> Minimum {
+fn minimum_of(pdb: &Tree) -> Minimum {
     let spec = pdb.field("spec");
     let field = |f: &str| spec.and_then(|s| s.get(f)).filter(|v| !v.is_null());
     if let Some(m) = field("maxUnavailable") {
         return Minimum::MaxUnavailable(m.clone());
     }
     match field("minAvailable") {
-        Some(Value::Number(n)) => Minimum::MinCount(n.as_i64().unwrap_or(0)),
-        Some(Value::String(s)) => match s.strip_suffix('%').and_then(|p| p.parse().ok()) {
+        Some(Tree::Number(n)) => Minimum::MinCount(n.as_i64().unwrap_or(0)),
+        Some(Tree::String(s)) => match s.strip_suffix('%').and_then(|p| p.parse().ok()) {
             Some(p) => Minimum::MinPercent(p),
             None => Minimum::None,
         },
@@ -169,12 +169,12 @@ fn minimum_of(pdb: &Value) -> Minimum {
 
 impl NsBudgets {
     /// The pair a budget is indexed by: its first `matchLabels` pair, if any.
-    fn pair(selector: Option<&Value>) -> Option<(String, String)> {
+    fn pair(selector: Option<&Tree>) -> Option<(String, String)> {
         selector?
             .field("matchLabels")?
             .as_object()?
             .iter()
-            .find_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .find_map(|(k, v)| v.as_str().map(|v| (k.to_string(), v.to_string())))
     }
 
     fn add(&mut self, pair: Option<(String, String)>, name: &str) {
@@ -215,9 +215,9 @@ impl NsBudgets {
     }
 
     /// Budgets that may select a pod with these labels (to be confirmed by their selector).
-    fn candidates(&self, labels: Option<&Value>) -> BTreeSet<&String> {
+    fn candidates(&self, labels: Option<&Tree>) -> BTreeSet<&String> {
         let mut out: BTreeSet<&String> = self.any.iter().collect();
-        if let Some(m) = labels.and_then(Value::as_object) {
+        if let Some(m) = labels.and_then(Tree::as_object) {
             for (k, v) in m {
                 if let Some(set) = v
                     .as_str()
@@ -233,7 +233,7 @@ impl NsBudgets {
 
 impl State {
     /// Adds (or removes) the pod `obj` under each of its labels.
-    fn index_labels(&mut self, key: &Key, obj: &Value, add: bool) {
+    fn index_labels(&mut self, key: &Key, obj: &Tree, add: bool) {
         for (k, v) in label_pairs(obj) {
             let ik = (key.0.clone(), k, v);
             if add {
@@ -251,7 +251,7 @@ impl State {
     }
 
     /// Names of the budgets of `ns` whose selector matches `labels`.
-    fn matching_pdbs(&self, ns: &str, labels: Option<&Value>) -> Vec<String> {
+    fn matching_pdbs(&self, ns: &str, labels: Option<&Tree>) -> Vec<String> {
         let Some(b) = self.budgets.get(ns) else {
             return Vec::new();
         };
@@ -473,7 +473,7 @@ impl Invariants {
             let set = nodes
                 .iter()
                 .filter(|n| {
-                    n.value.ptr("/spec/unschedulable").and_then(Value::as_bool) != Some(true)
+                    n.value.ptr("/spec/unschedulable").and_then(Tree::as_bool) != Some(true)
                 })
                 .map(|n| ns_name(&n.value).1.to_string())
                 .collect();
@@ -490,7 +490,7 @@ impl Invariants {
             for n in nodes {
                 let name = ns_name(&n.value).1.to_string();
                 if start.contains(&name)
-                    && n.value.ptr("/spec/unschedulable").and_then(Value::as_bool) == Some(true)
+                    && n.value.ptr("/spec/unschedulable").and_then(Tree::as_bool) == Some(true)
                 {
                     st.violations.push(Violation {
                         kind: "NodeLeftCordoned".into(),
@@ -608,7 +608,7 @@ impl Invariants {
                         let kind = Self::scaled_kind(tag);
                         let uids: BTreeSet<&str> = items
                             .iter()
-                            .filter_map(|o| o.value.ptr("/metadata/uid").and_then(Value::as_str))
+                            .filter_map(|o| o.value.ptr("/metadata/uid").and_then(Tree::as_str))
                             .collect();
                         st.scaled
                             .retain(|uid, c| c.kind != kind || uids.contains(uid.as_str()));
@@ -668,7 +668,7 @@ impl Invariants {
         tag: u8,
         o: &Arc<StoredObject>,
         deleted: bool,
-        previous: Option<&Value>,
+        previous: Option<&Tree>,
         at: f64,
     ) {
         let v = &o.value;
@@ -712,10 +712,10 @@ impl Invariants {
             _ => {
                 let uid = v
                     .ptr("/metadata/uid")
-                    .and_then(Value::as_str)
+                    .and_then(Tree::as_str)
                     .unwrap_or("")
                     .to_string();
-                let desired = v.ptr("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+                let desired = v.ptr("/spec/replicas").and_then(Tree::as_i64).unwrap_or(1);
                 if deleted {
                     if st
                         .scaled
@@ -742,7 +742,7 @@ impl Invariants {
                 } else {
                     let ready = v
                         .ptr("/status/readyReplicas")
-                        .and_then(Value::as_i64)
+                        .and_then(Tree::as_i64)
                         .unwrap_or(0);
                     let since = st.controllers.get(&key).and_then(|c| c.3);
                     let below = if ready < desired {

@@ -74,7 +74,7 @@ pub(crate) use object;
 
 pub trait Ptr {
     /// Same result as [`Value::pointer`].
-    fn ptr(&self, path: &str) -> Option<&Value>;
+    fn ptr(&self, path: &str) -> Option<&Self>;
 }
 
 impl Ptr for Value {
@@ -126,11 +126,13 @@ pub(crate) fn tokens(rest: &str) -> impl Iterator<Item = &str> {
 /// Field lookups without hashing: `serde_json`'s own `Value::get` hashes the key with SipHash
 /// on every call, which was a twentieth of the simulator's instructions.
 pub trait Field {
+    type Out;
     /// Same result as `Value::get` with a string key.
-    fn field(&self, key: &str) -> Option<&Value>;
+    fn field(&self, key: &str) -> Option<&Self::Out>;
 }
 
 impl Field for Value {
+    type Out = Value;
     #[inline]
     fn field(&self, key: &str) -> Option<&Value> {
         match self {
@@ -141,9 +143,73 @@ impl Field for Value {
 }
 
 impl Field for Map<String, Value> {
+    type Out = Value;
     #[inline]
     fn field(&self, key: &str) -> Option<&Value> {
         get(self, key)
+    }
+}
+
+/// What the components read of JSON, for both `serde_json::Value` (objects being built or
+/// patched) and [`crate::tree::Tree`] (stored objects): helpers generic over it serve both.
+/// Concrete types keep their own inherent methods of the same names.
+pub trait Json: Ptr + Field<Out = Self> + PartialEq + serde::Serialize + Sized {
+    fn as_str(&self) -> Option<&str>;
+    fn as_i64(&self) -> Option<i64>;
+    fn as_u64(&self) -> Option<u64>;
+    fn as_f64(&self) -> Option<f64>;
+    fn as_bool(&self) -> Option<bool>;
+    fn is_null(&self) -> bool;
+    fn is_object(&self) -> bool;
+    fn as_array(&self) -> Option<&[Self]>;
+    fn number(&self) -> Option<&serde_json::Number>;
+    /// An object's entries in order; `None` for anything else.
+    fn entries(&self) -> Option<impl Iterator<Item = (&str, &Self)>>;
+    /// A deep copy as a `serde_json::Value`.
+    fn to_value(&self) -> Value;
+    /// `self == other`, comparing objects entry by entry when their keys come in the same order.
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl Json for Value {
+    fn as_str(&self) -> Option<&str> {
+        Value::as_str(self)
+    }
+    fn as_i64(&self) -> Option<i64> {
+        Value::as_i64(self)
+    }
+    fn as_u64(&self) -> Option<u64> {
+        Value::as_u64(self)
+    }
+    fn as_f64(&self) -> Option<f64> {
+        Value::as_f64(self)
+    }
+    fn as_bool(&self) -> Option<bool> {
+        Value::as_bool(self)
+    }
+    fn is_null(&self) -> bool {
+        Value::is_null(self)
+    }
+    fn is_object(&self) -> bool {
+        Value::is_object(self)
+    }
+    fn as_array(&self) -> Option<&[Value]> {
+        Value::as_array(self).map(Vec::as_slice)
+    }
+    fn number(&self) -> Option<&serde_json::Number> {
+        match self {
+            Value::Number(n) => Some(n),
+            _ => None,
+        }
+    }
+    fn entries(&self) -> Option<impl Iterator<Item = (&str, &Value)>> {
+        Value::as_object(self).map(|m| m.iter().map(|(k, v)| (k.as_str(), v)))
+    }
+    fn to_value(&self) -> Value {
+        self.clone()
+    }
+    fn same(&self, other: &Value) -> bool {
+        same(self, other)
     }
 }
 

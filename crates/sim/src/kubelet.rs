@@ -30,7 +30,8 @@
 //! [`spawn_termination_confirmer`] is the older stand-in for API-only use (no machines): it only
 //! confirms graceful deletions.
 
-use crate::json::{Field, Ptr, object};
+use crate::json::{Json, object};
+use crate::tree::Tree;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -118,7 +119,7 @@ pub fn spawn_termination_confirmer_except(
                         ),
                         EventType::Deleted => {
                             if let Some(uid) =
-                                ev.object.value.ptr("/metadata/uid").and_then(Value::as_str)
+                                ev.object.value.ptr("/metadata/uid").and_then(Tree::as_str)
                             {
                                 scheduled.remove(uid);
                             }
@@ -134,21 +135,21 @@ pub fn spawn_termination_confirmer_except(
 fn schedule(
     server: &Arc<ApiServer>,
     pods: &crate::registry::ResourceInfo,
-    pod: &Value,
+    pod: &Tree,
     policy: TerminationPolicy,
     managed: &Arc<dyn Fn(&str) -> bool + Send + Sync>,
     scheduled: &mut std::collections::HashMap<String, i64>,
 ) {
     if pod
         .ptr("/spec/nodeName")
-        .and_then(Value::as_str)
+        .and_then(Tree::as_str)
         .is_some_and(|n| managed(n))
     {
         return;
     }
     let Some(grace) = pod
         .ptr("/metadata/deletionGracePeriodSeconds")
-        .and_then(Value::as_i64)
+        .and_then(Tree::as_i64)
         .filter(|g| *g > 0)
     else {
         return;
@@ -157,17 +158,17 @@ fn schedule(
     let wait = policy.exit_after.map_or(full, |e| e.min(full));
     let ns = pod
         .ptr("/metadata/namespace")
-        .and_then(Value::as_str)
+        .and_then(Tree::as_str)
         .unwrap_or("")
         .to_string();
     let name = pod
         .ptr("/metadata/name")
-        .and_then(Value::as_str)
+        .and_then(Tree::as_str)
         .unwrap_or("")
         .to_string();
     let uid = pod
         .ptr("/metadata/uid")
-        .and_then(Value::as_str)
+        .and_then(Tree::as_str)
         .map(str::to_string);
     if let Some(u) = &uid {
         if scheduled.get(u).is_some_and(|g| *g <= grace) {
@@ -400,92 +401,97 @@ struct PodRec {
     conds: [(bool, i64); 4],
     scheduled_time: Option<String>,
     /// Conditions written by others (DisruptionTarget, ...), kept as they are.
-    foreign: Vec<Value>,
+    foreign: Vec<Tree>,
     /// Revision of the kubelet's last status write: older events are echoes.
     written_rev: u64,
     seen: Seen,
 }
 
-fn ann<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+fn ann<'a, V: Json>(v: &'a V, key: &str) -> Option<&'a str> {
     v.ptr("/metadata/annotations")
-        .and_then(|a| a.get(key))
-        .and_then(Value::as_str)
+        .and_then(|a| a.field(key))
+        .and_then(Json::as_str)
 }
 
-fn ann_secs(v: &Value, key: &str) -> Option<Duration> {
+fn ann_secs<V: Json>(v: &V, key: &str) -> Option<Duration> {
     ann(v, key)
         .and_then(|s| s.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
 }
 
-fn str_at(v: &Value, ptr: &str) -> Option<String> {
-    v.ptr(ptr).and_then(Value::as_str).map(str::to_string)
+fn str_at<V: Json>(v: &V, ptr: &str) -> Option<String> {
+    v.ptr(ptr).and_then(Json::as_str).map(str::to_string)
 }
 
-fn seen_of(v: &Value) -> Seen {
+/// The string under `key` of an object (`v[key] == s` is `text(v, key) == Some(s)`).
+fn text<'a, V: Json>(v: &'a V, key: &str) -> Option<&'a str> {
+    v.field(key).and_then(Json::as_str)
+}
+
+fn seen_of(v: &Tree) -> Seen {
     let ready = v
         .ptr("/status/conditions")
-        .and_then(Value::as_array)
+        .and_then(Tree::as_array)
         .into_iter()
         .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True");
-    let statuses = v.ptr("/status/containerStatuses").and_then(Value::as_array);
+        .any(|c| c["type"].as_str() == Some("Ready") && c["status"].as_str() == Some("True"));
+    let statuses = v.ptr("/status/containerStatuses").and_then(Tree::as_array);
     Seen {
-        phase: Phase::parse(v.ptr("/status/phase").and_then(Value::as_str)),
+        phase: Phase::parse(v.ptr("/status/phase").and_then(Tree::as_str)),
         ready,
         ip: str_at(v, "/status/podIP").filter(|s| !s.is_empty()),
         started_at: statuses
             .and_then(|s| s.first())
             .and_then(|c| c.ptr("/state/running/startedAt"))
-            .and_then(Value::as_str)
+            .and_then(Tree::as_str)
             .map(str::to_string),
         restarts: statuses
             .into_iter()
             .flatten()
-            .filter_map(|c| c.field("restartCount").and_then(Value::as_i64))
+            .filter_map(|c| c.field("restartCount").and_then(Tree::as_i64))
             .max()
             .unwrap_or(0),
         start_time: str_at(v, "/status/startTime"),
     }
 }
 
-fn foreign_conditions(v: &Value) -> Vec<Value> {
+fn foreign_conditions(v: &Tree) -> Vec<Tree> {
     v.ptr("/status/conditions")
-        .and_then(Value::as_array)
+        .and_then(Tree::as_array)
         .into_iter()
         .flatten()
         .filter(|c| {
             c.field("type")
-                .and_then(Value::as_str)
+                .and_then(Tree::as_str)
                 .is_some_and(|t| t != "PodScheduled" && !COND_TYPES.contains(&t))
         })
         .cloned()
         .collect()
 }
 
-fn deletion_of(v: &Value) -> Option<i64> {
+fn deletion_of(v: &Tree) -> Option<i64> {
     v.ptr("/metadata/deletionTimestamp")?;
     Some(
         v.ptr("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64)
+            .and_then(Tree::as_i64)
             .unwrap_or(0)
             .max(0),
     )
 }
 
 impl PodRec {
-    fn from_api(v: &Value, node: &str, cfg: &KubeletConfig, now: i64) -> PodRec {
+    fn from_api(v: &Tree, node: &str, cfg: &KubeletConfig, now: i64) -> PodRec {
         let containers = v
             .ptr("/spec/containers")
-            .and_then(Value::as_array)
+            .and_then(Tree::as_array)
             .into_iter()
             .flatten()
             .map(|c| {
-                let image = c.field("image").and_then(Value::as_str).unwrap_or("");
+                let image = c.field("image").and_then(Tree::as_str).unwrap_or("");
                 (
                     c.field("name")
-                        .and_then(Value::as_str)
+                        .and_then(Tree::as_str)
                         .unwrap_or("")
                         .to_string(),
                     image.to_string(),
@@ -493,7 +499,7 @@ impl PodRec {
                 )
             })
             .collect();
-        let restart = match v.ptr("/spec/restartPolicy").and_then(Value::as_str) {
+        let restart = match v.ptr("/spec/restartPolicy").and_then(Tree::as_str) {
             Some("Never") => Restart::Never,
             Some("OnFailure") => Restart::OnFailure,
             _ => Restart::Always,
@@ -506,18 +512,18 @@ impl PodRec {
         };
         let scheduled_time = v
             .ptr("/status/conditions")
-            .and_then(Value::as_array)
+            .and_then(Tree::as_array)
             .into_iter()
             .flatten()
-            .find(|c| c["type"] == "PodScheduled")
+            .find(|c| c["type"].as_str() == Some("PodScheduled"))
             .and_then(|c| c.field("lastTransitionTime"))
-            .and_then(Value::as_str)
+            .and_then(Tree::as_str)
             .map(str::to_string);
         PodRec {
             uid: str_at(v, "/metadata/uid").unwrap_or_default(),
             node: node.to_string(),
             containers,
-            host_network: v.ptr("/spec/hostNetwork").and_then(Value::as_bool) == Some(true),
+            host_network: v.ptr("/spec/hostNetwork").and_then(Tree::as_bool) == Some(true),
             restart,
             mirror: ann(v, MIRROR_ANNOTATION).is_some(),
             startup: ann_secs(v, STARTUP_ANNOTATION).unwrap_or(cfg.startup),
@@ -943,41 +949,38 @@ impl Fleet {
     }
 
     /// Whether the API's conditions differ from the kubelet's (status or reason).
-    fn conditions_changed(existing: Option<&Value>, not_ready: bool) -> bool {
-        let old: &[Value] = existing
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
+    fn conditions_changed<V: Json>(existing: Option<&V>, not_ready: bool) -> bool {
+        let old: &[V] = existing.and_then(Json::as_array).unwrap_or(&[]);
         Self::kubelet_conditions(not_ready)
             .iter()
             .any(|(t, status, reason, _)| {
-                !old.iter()
-                    .any(|c| c["type"] == *t && c["status"] == *status && c["reason"] == *reason)
+                !old.iter().any(|c| {
+                    text(c, "type") == Some(*t)
+                        && text(c, "status") == Some(*status)
+                        && text(c, "reason") == Some(*reason)
+                })
             })
     }
 
     /// The kubelet's conditions merged into `existing` (others' conditions kept); whether any
     /// status or reason changed.
-    fn node_conditions(existing: Option<&Value>, not_ready: bool, now: &str) -> (Value, bool) {
+    fn node_conditions<V: Json>(existing: Option<&V>, not_ready: bool, now: &str) -> (Value, bool) {
         let ours = Self::kubelet_conditions(not_ready);
-        let old: &[Value] = existing
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
+        let old: &[V] = existing.and_then(Json::as_array).unwrap_or(&[]);
         let mut out: Vec<Value> = old
             .iter()
-            .filter(|c| !ours.iter().any(|o| c["type"] == o.0))
-            .cloned()
+            .filter(|c| !ours.iter().any(|o| text(*c, "type") == Some(o.0)))
+            .map(Json::to_value)
             .collect();
         let mut changed = false;
         for (t, status, reason, message) in ours {
-            let prev = old.iter().find(|c| c["type"] == t);
-            let same = prev.is_some_and(|p| p["status"] == status);
-            changed |= !same || prev.is_some_and(|p| p["reason"] != reason);
+            let prev = old.iter().find(|c| text(*c, "type") == Some(t));
+            let same = prev.is_some_and(|p| text(p, "status") == Some(status));
+            changed |= !same || prev.is_some_and(|p| text(p, "reason") != Some(reason));
             let transition = match prev {
                 Some(p) if same => p
                     .field("lastTransitionTime")
-                    .cloned()
+                    .map(Json::to_value)
                     .unwrap_or_else(|| json!(now)),
                 _ => json!(now),
             };
@@ -989,7 +992,7 @@ impl Fleet {
         (Value::Array(out), changed)
     }
 
-    fn node_status(&self, node: &NodeRec, existing_conditions: Option<&Value>) -> Value {
+    fn node_status(&self, node: &NodeRec, existing_conditions: Option<&Tree>) -> Value {
         let now = self.c.server.clock.timestamp();
         let s = &node.m.spec;
         let (conditions, _) = Self::node_conditions(existing_conditions, node.not_ready, &now);
@@ -1136,10 +1139,10 @@ impl Fleet {
         let node = self.nodes.get(name)?;
         let status = self.node_status(node, cur.value.ptr("/status/conditions"));
         let want = Self::default_labels(&node.m);
-        let labels = cur.value.ptr("/metadata/labels").and_then(Value::as_object);
+        let labels = cur.value.ptr("/metadata/labels").and_then(Tree::as_object);
         let stale: Map<String, Value> = want
             .into_iter()
-            .filter(|(k, v)| labels.and_then(|l| l.get(k)) != Some(v))
+            .filter(|(k, v)| !labels.and_then(|l| l.get(k)).is_some_and(|l| l == v))
             .collect();
         if !stale.is_empty() {
             let _ = self
@@ -1178,7 +1181,7 @@ impl Fleet {
         // The usual renewal: an update of the kubelet's copy of its Lease (a conflict or a
         // missing Lease falls back to a patch or a creation).
         if !set_owner && let Some(cached) = cached {
-            let mut lease = cached.value.clone();
+            let mut lease = cached.value.to_value();
             if let Some(spec) = lease.get_mut("spec").and_then(Value::as_object_mut) {
                 spec.insert("holderIdentity".into(), json!(name));
                 spec.insert("leaseDurationSeconds".into(), json!(dur));
@@ -1412,7 +1415,7 @@ impl Fleet {
                     let v = &cur.value;
                     let current = ann(v, MIRROR_ANNOTATION).is_some()
                         && str_at(v, "/spec/containers/0/image") == image
-                        && v.ptr("/spec/nodeName").and_then(Value::as_str) == Some(name)
+                        && v.ptr("/spec/nodeName").and_then(Tree::as_str) == Some(name)
                         && v.ptr("/metadata/deletionTimestamp").is_none();
                     if current {
                         continue;
@@ -1492,14 +1495,14 @@ impl Fleet {
         let v = &obj.value;
         let Some(node) = v
             .ptr("/spec/nodeName")
-            .and_then(Value::as_str)
+            .and_then(Tree::as_str)
             .filter(|n| !n.is_empty())
         else {
             return;
         };
         let (ns, name) = ns_name(v);
         let key = (ns.to_string(), name.to_string());
-        let uid = v.ptr("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+        let uid = v.ptr("/metadata/uid").and_then(Tree::as_str).unwrap_or("");
         if self.pods.get(&key).is_some_and(|r| r.uid != uid) {
             self.pod_gone(&key, None);
         }
@@ -1993,7 +1996,7 @@ impl Fleet {
             let names: Vec<&str> = rec.containers.iter().map(|c| c.0.as_str()).collect();
             format!("containers with unready status: [{}]", names.join(" "))
         };
-        let mut conds = rec.foreign.clone();
+        let mut conds: Vec<Value> = rec.foreign.iter().map(Tree::to_value).collect();
         for (i, t) in COND_TYPES.iter().enumerate() {
             let (status, since) = if rec.conds[i].0 == want[i] {
                 rec.conds[i]

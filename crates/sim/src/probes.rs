@@ -6,17 +6,16 @@
 //! round-robin over the ready addresses of that view. Every failure is recorded with its time and
 //! cause.
 
-use crate::json::{Field, Ptr};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::cluster::{Change, Cluster, ns_name};
 use crate::scenario::ProbeSpec;
 use crate::store::EventType;
+use crate::tree::Tree;
 
 /// Whether a pod is really serving right now (its containers run), as its node knows it.
 pub trait PodLiveness: Send + Sync {
@@ -124,32 +123,32 @@ impl Probes {
     }
 }
 
-fn ready_backends(endpoints: &Value) -> Vec<Backend> {
+fn ready_backends(endpoints: &Tree) -> Vec<Backend> {
     let mut out = Vec::new();
     for subset in endpoints
         .field("subsets")
-        .and_then(Value::as_array)
+        .and_then(Tree::as_array)
         .into_iter()
         .flatten()
     {
         for a in subset
             .field("addresses")
-            .and_then(Value::as_array)
+            .and_then(Tree::as_array)
             .into_iter()
             .flatten()
         {
-            let Some(ip) = a.field("ip").and_then(Value::as_str) else {
+            let Some(ip) = a.field("ip").and_then(Tree::as_str) else {
                 continue;
             };
             out.push(Backend {
                 ip: ip.to_string(),
                 key: (
                     a.ptr("/targetRef/namespace")
-                        .and_then(Value::as_str)
+                        .and_then(Tree::as_str)
                         .unwrap_or("")
                         .to_string(),
                     a.ptr("/targetRef/name")
-                        .and_then(Value::as_str)
+                        .and_then(Tree::as_str)
                         .unwrap_or("")
                         .to_string(),
                 ),
@@ -193,7 +192,7 @@ pub fn spawn(
             while let Some(change) = rx.recv().await {
                 let now = tokio::time::Instant::now();
                 let mut st = probes.lock();
-                let mut record = |ep: &Value, deleted: bool| {
+                let mut record = |ep: &Tree, deleted: bool| {
                     let (ns, name) = ns_name(ep);
                     if let Some(s) = st.get_mut(&(ns.to_string(), name.to_string())) {
                         let backends = Arc::new(if deleted {

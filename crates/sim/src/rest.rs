@@ -1,7 +1,8 @@
 //! The verbs: get, list, watch, create, update, patch, delete, deletecollection, and the
 //! subresources status, scale, binding, finalize and eviction, with kube-apiserver's semantics.
 
-use crate::json::{Field, Ptr, object};
+use crate::json::{Field, Json, Ptr, object};
+use crate::tree::Tree;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -55,10 +56,10 @@ pub enum Written {
 }
 
 impl Written {
-    pub fn value(&self) -> &Value {
+    pub fn value(&self) -> Value {
         match self {
-            Written::Stored(s) => &s.value,
-            Written::DryRun(v) => v,
+            Written::Stored(s) => s.value.to_value(),
+            Written::DryRun(v) => v.clone(),
         }
     }
 
@@ -104,7 +105,10 @@ pub async fn dispatch(
         }
         (Method::GET, Some(name), Some("scale")) => {
             let obj = get(server, info, ns, name).await?;
-            Ok(value_response(StatusCode::OK, &scale_of(info, &obj.value)))
+            Ok(value_response(
+                StatusCode::OK,
+                &scale_of(info, &obj.value.to_value()),
+            ))
         }
         (Method::POST, None, None) => {
             if info.namespaced && ns.is_none() {
@@ -307,10 +311,10 @@ fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
     }
 }
 
-pub fn meta_str<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
-    meta(v)
-        .and_then(|m| crate::json::get(m, field))
-        .and_then(Value::as_str)
+pub fn meta_str<'a, V: Json>(v: &'a V, field: &str) -> Option<&'a str> {
+    v.field("metadata")
+        .and_then(|m| m.field(field))
+        .and_then(Json::as_str)
 }
 
 fn key_for(info: &ResourceInfo, ns: Option<&str>, name: &str) -> ObjectKey {
@@ -440,11 +444,11 @@ pub async fn get(
         .map_err(store_err(info, name))
 }
 
-fn partial_metadata(obj: &Value, version: &str) -> Value {
+fn partial_metadata(obj: &impl Json, version: &str) -> Value {
     object! {
         "kind" => "PartialObjectMetadata",
         "apiVersion" => format!("meta.k8s.io/{version}"),
-        "metadata" => obj.field("metadata").cloned().unwrap_or_else(|| object! {}),
+        "metadata" => obj.field("metadata").map_or_else(|| object! {}, Json::to_value),
     }
 }
 
@@ -477,7 +481,7 @@ fn table(
             match include {
                 "None" => {}
                 "Object" => row["object"] = (*o).clone(),
-                _ => row["object"] = partial_metadata(o, "v1"),
+                _ => row["object"] = partial_metadata(*o, "v1"),
             }
             row
         })
@@ -500,7 +504,7 @@ fn render_one(
             let meta = json!({"resourceVersion": obj.revision.to_string()});
             value_response(
                 StatusCode::OK,
-                &table(server, info, &[&obj.value], meta, query),
+                &table(server, info, &[&obj.value.to_value()], meta, query),
             )
         }
     }
@@ -535,7 +539,7 @@ impl Selectors {
         self.labels.is_empty() && self.fields.is_empty()
     }
 
-    pub fn matches(&self, obj: &Value) -> bool {
+    pub fn matches(&self, obj: &Tree) -> bool {
         self.labels.matches(obj.ptr("/metadata/labels")) && self.fields.matches(obj)
     }
 }
@@ -591,7 +595,7 @@ struct ContinueToken {
     rem: Option<usize>,
 }
 
-fn encode_continue(rv: u64, last: &Value, rem: Option<usize>) -> String {
+fn encode_continue(rv: u64, last: &Tree, rem: Option<usize>) -> String {
     let t = ContinueToken {
         v: "meta.k8s.io/v1".into(),
         rv,
@@ -679,7 +683,7 @@ async fn list(
     }
     if !selectors.is_empty() {
         let s = selectors.clone();
-        opts.filter = Some(Arc::new(move |v: &Value| s.matches(v)));
+        opts.filter = Some(Arc::new(move |v: &Tree| s.matches(v)));
     }
     opts.label_pairs = selectors.labels.required_pairs();
     if info.group.is_empty() && info.resource == "pods" {
@@ -743,7 +747,8 @@ async fn list(
             ))
         }
         Wants::Table => {
-            let items: Vec<&Value> = result.items.iter().map(|o| &o.value).collect();
+            let values: Vec<Value> = result.items.iter().map(|o| o.value.to_value()).collect();
+            let items: Vec<&Value> = values.iter().collect();
             Ok(value_response(
                 StatusCode::OK,
                 &table(server, info, &items, list_meta, query),
@@ -771,7 +776,7 @@ fn watch_event_bytes(
         ),
         Wants::Table => {
             let meta = json!({"resourceVersion": obj.revision.to_string()});
-            let t = table(server, info, &[&obj.value], meta, query);
+            let t = table(server, info, &[&obj.value.to_value()], meta, query);
             out.extend_from_slice(&serde_json::to_vec(&t).unwrap_or_default());
         }
     }
@@ -1013,7 +1018,7 @@ pub async fn create(
             .await
         {
             Ok(nso) => {
-                if meta(&nso.value).is_some_and(|m| m.contains_key("deletionTimestamp")) {
+                if nso.value.ptr("/metadata/deletionTimestamp").is_some() {
                     return Err(ApiError::forbidden(format!(
                         "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                         info.resource
@@ -1068,14 +1073,17 @@ pub async fn create(
         server.event_created(key, stored.revision);
     }
     if info.group == "apiextensions.k8s.io" && info.resource == "customresourcedefinitions" {
-        server.registry.register_crd(&stored.value).map_err(|e| {
-            ApiError::invalid(
-                "CustomResourceDefinition",
-                &name,
-                &info.group,
-                &[("spec".into(), e)],
-            )
-        })?;
+        server
+            .registry
+            .register_crd(&stored.value.to_value())
+            .map_err(|e| {
+                ApiError::invalid(
+                    "CustomResourceDefinition",
+                    &name,
+                    &info.group,
+                    &[("spec".into(), e)],
+                )
+            })?;
     }
     Ok(Written::Stored(stored))
 }
@@ -1255,6 +1263,7 @@ pub async fn update(
             }
             Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
         };
+        let cur_v = cur.value.to_value();
         if let Some(rv) = wanted_rv
             && rv != cur.revision
         {
@@ -1265,9 +1274,9 @@ pub async fn update(
             (None, Some(o)) => o.clone(),
             (None, None) => Value::Null,
         };
-        let new = prepare_update(info, sub, &cur.value, body);
+        let new = prepare_update(info, sub, &cur_v, body);
         crate::defaults::validate(info, &new)?;
-        crate::defaults::validate_update(info, &cur.value, &new)?;
+        crate::defaults::validate_update(info, &cur_v, &new)?;
         if opts.dry_run {
             return Ok((StatusCode::OK, Written::DryRun(new)));
         }
@@ -1341,6 +1350,7 @@ pub async fn patch_object(
             }
             Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
         };
+        let cur_v = cur.value.to_value();
         // A merge patch of nothing but the status of a status subresource.
         let status_only = sub == Some("status")
             && patch.kind == PatchKind::Merge
@@ -1349,9 +1359,9 @@ pub async fn patch_object(
                 .as_object()
                 .is_some_and(|m| m.keys().all(|k| k == "status"));
         let mut patched = if patch.kind == PatchKind::Merge {
-            crate::patch::merge_patched(&cur.value, &patch.doc)
+            crate::patch::merge_patched(&cur_v, &patch.doc)
         } else {
-            let mut p = cur.value.clone();
+            let mut p = cur_v.clone();
             patch.apply(&mut p, info)?;
             p
         };
@@ -1367,9 +1377,9 @@ pub async fn patch_object(
             return Err(ApiError::stale(&info.qualified(), name));
         }
         check_type(info, &mut patched)?;
-        let new = prepare_update_of(info, sub, &cur.value, patched, status_only);
+        let new = prepare_update_of(info, sub, &cur_v, patched, status_only);
         crate::defaults::validate(info, &new)?;
-        crate::defaults::validate_update(info, &cur.value, &new)?;
+        crate::defaults::validate_update(info, &cur_v, &new)?;
         if opts.dry_run {
             return Ok((StatusCode::OK, Written::DryRun(new)));
         }
@@ -1433,7 +1443,8 @@ async fn scale_write(
     let key = key_for(info, ns, name);
     for _ in 0..CONFLICT_RETRIES {
         let cur = get(server, info, ns, name).await?;
-        let scale = scale_of(info, &cur.value);
+        let cur_v = cur.value.to_value();
+        let scale = scale_of(info, &cur_v);
         let new_scale = match &change {
             ScaleChange::Replace(v) => v.clone(),
             ScaleChange::Patch(p) => {
@@ -1473,14 +1484,19 @@ async fn scale_write(
                 ));
             }
         };
-        let mut new = cur.value.clone();
+        let mut new = cur_v.clone();
         new["spec"]["replicas"] = json!(replicas);
-        let new = prepare_update(info, None, &cur.value, new);
+        let new = prepare_update(info, None, &cur_v, new);
         if opts.dry_run {
             return Ok(value_response(StatusCode::OK, &scale_of(info, &new)));
         }
         match write_back(server, info, &key, new, cur.revision).await {
-            Ok(v) => return Ok(value_response(StatusCode::OK, &scale_of(info, &v.value))),
+            Ok(v) => {
+                return Ok(value_response(
+                    StatusCode::OK,
+                    &scale_of(info, &v.value.to_value()),
+                ));
+            }
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
         }
@@ -1521,7 +1537,8 @@ pub async fn bind(
     let key = key_for(info, Some(ns), name);
     for _ in 0..CONFLICT_RETRIES {
         let cur = get(server, info, Some(ns), name).await?;
-        if meta(&cur.value).is_some_and(|m| m.contains_key("deletionTimestamp")) {
+        let cur_v = cur.value.to_value();
+        if meta(&cur_v).is_some_and(|m| m.contains_key("deletionTimestamp")) {
             return Err(ApiError::conflict(
                 &info.qualified(),
                 name,
@@ -1531,7 +1548,7 @@ pub async fn bind(
         if let Some(existing) = cur
             .value
             .ptr("/spec/nodeName")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .filter(|n| !n.is_empty())
         {
             return Err(ApiError::conflict(
@@ -1540,7 +1557,7 @@ pub async fn bind(
                 &format!("pod {name} is already assigned to node \"{existing}\""),
             ));
         }
-        let mut new = cur.value.clone();
+        let mut new = cur_v.clone();
         new["spec"]["nodeName"] = json!(node);
         let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
             "lastTransitionTime": server.clock.timestamp()});
@@ -1674,8 +1691,9 @@ pub async fn delete(
     let q = info.qualified();
     for _ in 0..CONFLICT_RETRIES {
         let cur = get(server, info, ns, name).await?;
+        let cur_v = cur.value.to_value();
         if let Some(uid) = &opts.precondition.uid {
-            let actual = meta_str(&cur.value, "uid").unwrap_or("");
+            let actual = meta_str(&cur_v, "uid").unwrap_or("");
             if actual != uid {
                 return Err(ApiError::conflict(
                     &q,
@@ -1698,7 +1716,7 @@ pub async fn delete(
                 ),
             ));
         }
-        let mut fins = finalizers(&cur.value);
+        let mut fins = finalizers(&cur_v);
         match opts.propagation.as_deref() {
             Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {
                 fins.push("foregroundDeletion".into())
@@ -1708,21 +1726,21 @@ pub async fn delete(
         }
         let is_pod = info.group.is_empty() && info.resource == "pods";
         let grace = if is_pod {
-            pod_grace(&cur.value, opts.grace_period)
+            pod_grace(&cur_v, opts.grace_period)
         } else {
             0
         };
         let now = server.clock.now();
-        let already = meta(&cur.value)
+        let already = meta(&cur_v)
             .and_then(|m| m.field("deletionTimestamp"))
             .is_some();
-        let held = !fins.is_empty() || holds_namespace(info, &cur.value);
+        let held = !fins.is_empty() || holds_namespace(info, &cur_v);
         if already {
-            let cur_grace = meta(&cur.value)
+            let cur_grace = meta(&cur_v)
                 .and_then(|m| m.field("deletionGracePeriodSeconds"))
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
-            if grace >= cur_grace && fins == finalizers(&cur.value) {
+            if grace >= cur_grace && fins == finalizers(&cur_v) {
                 return Ok((false, cur));
             }
         }
@@ -1743,7 +1761,7 @@ pub async fn delete(
                 Err(e) => return Err(ApiError::from_store(e, &q, name)),
             }
         }
-        let mut new = cur.value.clone();
+        let mut new = cur_v.clone();
         {
             let m = meta_mut(&mut new);
             let when = now + chrono::Duration::seconds(grace);
@@ -1800,15 +1818,12 @@ fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
 }
 
 /// Work that follows an object's removal from the store.
-async fn after_delete(server: &ApiServer, info: &ResourceInfo, gone: &Value) {
+async fn after_delete(server: &ApiServer, info: &ResourceInfo, gone: &Tree) {
     if info.group == "apiextensions.k8s.io" && info.resource == "customresourcedefinitions" {
-        let group = gone
-            .ptr("/spec/group")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let group = gone.ptr("/spec/group").and_then(Json::as_str).unwrap_or("");
         let plural = gone
             .ptr("/spec/names/plural")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .unwrap_or("");
         if let Some(key) = server.registry.unregister_crd(group, plural)
             && let Ok(all) = server.store.list(&key, &ListOptions::default()).await
@@ -1855,7 +1870,7 @@ async fn delete_collection(
         )
         .await
         {
-            Ok((_, v)) => items.push(v.value.clone()),
+            Ok((_, v)) => items.push(v.value.to_value()),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

@@ -25,14 +25,15 @@
 //! Not modelled: preemption (the message says no victims were found), host ports, volumes,
 //! preferred inter-pod affinity, extended resources, topology spread constraints.
 
-use crate::json::{Field, Ptr};
+use crate::json::Json;
+use crate::tree::Tree;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinHandle;
@@ -200,13 +201,12 @@ fn parse_scaled(s: &str, scale: i64) -> Option<i64> {
 }
 
 /// A quantity from JSON (a string, or a number some manifests use).
-fn quantity(v: &Value, milli: bool) -> Option<i64> {
+fn quantity<V: Json>(v: &V, milli: bool) -> Option<i64> {
     let scale = if milli { 3 } else { 0 };
-    match v {
-        Value::String(s) => parse_scaled(s, scale),
-        Value::Number(n) => parse_scaled(&n.to_string(), scale),
-        _ => None,
+    if let Some(s) = v.as_str() {
+        return parse_scaled(s, scale);
     }
+    v.number().and_then(|n| parse_scaled(&n.to_string(), scale))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,17 +297,17 @@ pub struct Selector {
 }
 
 impl Selector {
-    pub fn from_json(v: &Value) -> Selector {
+    pub fn from_json<V: Json>(v: &V) -> Selector {
         let mut sel = Selector::default();
-        let Some(obj) = v.as_object() else {
+        if !v.is_object() {
             sel.never = !v.is_null();
             return sel;
-        };
-        if let Some(ml) = obj.field("matchLabels").and_then(Value::as_object) {
+        }
+        if let Some(ml) = v.field("matchLabels").and_then(|m| m.entries()) {
             for (k, v) in ml {
                 match v.as_str() {
                     Some(v) => sel.reqs.push(SelReq {
-                        key: k.clone(),
+                        key: k.to_string(),
                         op: SelOp::In,
                         values: BTreeSet::from([v.to_string()]),
                     }),
@@ -315,14 +315,13 @@ impl Selector {
                 }
             }
         }
-        for e in obj
+        for e in v
             .field("matchExpressions")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
+            .and_then(Json::as_array)
             .unwrap_or_default()
         {
-            let key = e.field("key").and_then(Value::as_str).unwrap_or("");
-            let op = match e.field("operator").and_then(Value::as_str).unwrap_or("") {
+            let key = e.field("key").and_then(Json::as_str).unwrap_or("");
+            let op = match e.field("operator").and_then(Json::as_str).unwrap_or("") {
                 "In" => SelOp::In,
                 "NotIn" => SelOp::NotIn,
                 "Exists" => SelOp::Exists,
@@ -400,11 +399,11 @@ pub struct NodeSelectorTerm {
 }
 
 impl NodeSelectorTerm {
-    fn from_json(v: &Value) -> Self {
+    /// A term from its JSON (`None`: no term, which matches nothing).
+    fn from_json<V: Json>(v: Option<&V>) -> Self {
         let reqs = |field: &str| -> Vec<NodeReq> {
-            v.get(field)
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
+            v.and_then(|v| v.field(field))
+                .and_then(Json::as_array)
                 .unwrap_or_default()
                 .iter()
                 .map(|r| NodeReq {
@@ -449,18 +448,18 @@ pub struct AffinityTerm {
 }
 
 impl AffinityTerm {
-    fn from_json(t: &Value, pod_ns: &str, pod_labels: &BTreeMap<String, String>) -> Self {
-        let mut selector = match t.field("labelSelector") {
-            None | Some(Value::Null) => None,
-            Some(s) => Some(Selector::from_json(s)),
-        };
+    fn from_json<V: Json>(t: &V, pod_ns: &str, pod_labels: &BTreeMap<String, String>) -> Self {
+        let mut selector = t
+            .field("labelSelector")
+            .filter(|s| !s.is_null())
+            .map(Selector::from_json);
         if let Some(sel) = selector.as_mut() {
             // matchLabelKeys / mismatchLabelKeys, as the API server merges them into the selector.
             for (field, op) in [
                 ("matchLabelKeys", SelOp::In),
                 ("mismatchLabelKeys", SelOp::NotIn),
             ] {
-                for k in strings(t.get(field)) {
+                for k in strings(t.field(field)) {
                     if let Some(v) = pod_labels.get(&k) {
                         sel.reqs.push(SelReq {
                             key: k,
@@ -472,10 +471,10 @@ impl AffinityTerm {
             }
         }
         let mut namespaces: BTreeSet<String> = strings(t.field("namespaces")).into_iter().collect();
-        let namespace_selector = match t.field("namespaceSelector") {
-            None | Some(Value::Null) => None,
-            Some(s) => Some(Selector::from_json(s)),
-        };
+        let namespace_selector = t
+            .field("namespaceSelector")
+            .filter(|s| !s.is_null())
+            .map(Selector::from_json);
         if namespaces.is_empty() && namespace_selector.is_none() {
             namespaces.insert(pod_ns.to_string());
         }
@@ -557,15 +556,15 @@ pub struct PodInfo {
 }
 
 impl PodInfo {
-    pub fn from_json(v: &Value) -> PodInfo {
+    pub fn from_json<V: Json + Default>(v: &V) -> PodInfo {
+        let null = V::default();
         let (ns, name) = ns_name(v);
         let labels = string_map(at(v, &["metadata", "labels"]));
-        let spec = v.field("spec").unwrap_or(&Value::Null);
+        let spec = v.field("spec").unwrap_or(&null);
         let (requests, non_zero) = pod_requests(spec);
         let tolerations = spec
             .field("tolerations")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
+            .and_then(Json::as_array)
             .unwrap_or_default()
             .iter()
             .map(|t| Toleration {
@@ -581,30 +580,26 @@ impl PodInfo {
             .filter(|r| !r.is_null())
             .map(|r| {
                 r.field("nodeSelectorTerms")
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
+                    .and_then(Json::as_array)
                     .unwrap_or_default()
                     .iter()
-                    .map(NodeSelectorTerm::from_json)
+                    .map(|t| NodeSelectorTerm::from_json(Some(t)))
                     .collect()
             });
         let preferred_node_affinity = na
             .and_then(|n| n.field("preferredDuringSchedulingIgnoredDuringExecution"))
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
+            .and_then(Json::as_array)
             .unwrap_or_default()
             .iter()
             .map(|p| {
-                let w = p.field("weight").and_then(Value::as_i64).unwrap_or(0);
-                let term =
-                    NodeSelectorTerm::from_json(p.field("preference").unwrap_or(&Value::Null));
+                let w = p.field("weight").and_then(Json::as_i64).unwrap_or(0);
+                let term = NodeSelectorTerm::from_json(p.field("preference"));
                 (w, term)
             })
             .collect();
         let terms = |path: &[&str]| -> Vec<AffinityTerm> {
             at(spec, path)
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
+                .and_then(Json::as_array)
                 .unwrap_or_default()
                 .iter()
                 .map(|t| AffinityTerm::from_json(t, ns, &labels))
@@ -623,21 +618,21 @@ impl PodInfo {
         let owner_uid = v
             .field("metadata")
             .and_then(|m| m.field("ownerReferences"))
-            .and_then(Value::as_array)
+            .and_then(Json::as_array)
             .and_then(|refs| {
                 refs.iter()
-                    .find(|r| r.field("controller").and_then(Value::as_bool) == Some(true))
+                    .find(|r| r.field("controller").and_then(Json::as_bool) == Some(true))
             })
-            .and_then(|r| r.field("uid").and_then(Value::as_str))
+            .and_then(|r| r.field("uid").and_then(Json::as_str))
             .map(str::to_string);
-        let phase = at(v, &["status", "phase"]).and_then(Value::as_str);
+        let phase = at(v, &["status", "phase"]).and_then(Json::as_str);
         PodInfo {
             namespace: ns.to_string(),
             name: name.to_string(),
             uid: v
                 .field("metadata")
                 .and_then(|m| m.field("uid"))
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .unwrap_or("")
                 .to_string(),
             requests,
@@ -649,13 +644,13 @@ impl PodInfo {
             pod_affinity,
             pod_anti_affinity,
             owner_uid,
-            priority: spec.field("priority").and_then(Value::as_i64).unwrap_or(0),
-            preemption_never: spec.field("preemptionPolicy").and_then(Value::as_str)
+            priority: spec.field("priority").and_then(Json::as_i64).unwrap_or(0),
+            preemption_never: spec.field("preemptionPolicy").and_then(Json::as_str)
                 == Some("Never"),
             node_name: str_at(spec, "nodeName").to_string(),
             scheduler_name: spec
                 .field("schedulerName")
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .filter(|s| !s.is_empty())
                 .unwrap_or(DEFAULT_SCHEDULER)
                 .to_string(),
@@ -666,7 +661,7 @@ impl PodInfo {
             terminal: matches!(phase, Some("Succeeded" | "Failed")),
             gated: spec
                 .field("schedulingGates")
-                .and_then(Value::as_array)
+                .and_then(Json::as_array)
                 .is_some_and(|g| !g.is_empty()),
             labels,
         }
@@ -680,9 +675,15 @@ impl PodInfo {
 
 /// Requests of one container: `requests`, else `limits` (the API server defaults requests to
 /// limits); `non_zero` substitutes the scoring defaults for what is not set at all.
-fn container_requests(c: &Value) -> (Res, Res) {
-    let req = at(c, &["resources", "requests"]);
-    let lim = at(c, &["resources", "limits"]);
+fn container_requests<V: Json>(c: &V) -> (Res, Res) {
+    requests_of(
+        at(c, &["resources", "requests"]),
+        at(c, &["resources", "limits"]),
+    )
+}
+
+/// [`container_requests`] from the `requests` and `limits` maps.
+fn requests_of<V: Json>(req: Option<&V>, lim: Option<&V>) -> (Res, Res) {
     let get = |name: &str, milli: bool| -> Option<i64> {
         req.and_then(|r| r.field(name))
             .or_else(|| lim.and_then(|l| l.field(name)))
@@ -704,13 +705,8 @@ fn container_requests(c: &Value) -> (Res, Res) {
 
 /// The pod's effective requests: containers summed, init containers as a maximum (restartable
 /// sidecars run alongside what follows them), plus the pod overhead.
-fn pod_requests(spec: &Value) -> (Res, Res) {
-    let list = |k: &str| {
-        spec.get(k)
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-    };
+fn pod_requests<V: Json>(spec: &V) -> (Res, Res) {
+    let list = |k: &str| spec.field(k).and_then(Json::as_array).unwrap_or_default();
     let (mut req, mut nz) = (Res::default(), Res::default());
     for c in list("containers") {
         let (r, n) = container_requests(c);
@@ -721,7 +717,7 @@ fn pod_requests(spec: &Value) -> (Res, Res) {
     let (mut init, mut init_nz) = (Res::default(), Res::default());
     for c in list("initContainers") {
         let (r, n) = container_requests(c);
-        if c.field("restartPolicy").and_then(Value::as_str) == Some("Always") {
+        if c.field("restartPolicy").and_then(Json::as_str) == Some("Always") {
             req.add(r);
             nz.add(n);
             side.add(r);
@@ -737,7 +733,7 @@ fn pod_requests(spec: &Value) -> (Res, Res) {
     req.max(init);
     nz.max(init_nz);
     if let Some(o) = spec.field("overhead") {
-        let (r, _) = container_requests(&json!({"resources": {"requests": o}}));
+        let (r, _) = requests_of(Some(o), None);
         req.add(r);
         nz.add(r);
     }
@@ -761,14 +757,14 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    pub fn from_json(v: &Value) -> NodeInfo {
+    pub fn from_json<V: Json + Default>(v: &V) -> NodeInfo {
+        let null = V::default();
         let name = ns_name(v).1.to_string();
         let labels = string_map(at(v, &["metadata", "labels"]));
-        let spec = v.field("spec").unwrap_or(&Value::Null);
+        let spec = v.field("spec").unwrap_or(&null);
         let mut taints: Vec<Taint> = spec
             .field("taints")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
+            .and_then(Json::as_array)
             .unwrap_or_default()
             .iter()
             .map(|t| Taint {
@@ -780,13 +776,12 @@ impl NodeInfo {
         let conds = v
             .field("status")
             .and_then(|s| s.field("conditions"))
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
+            .and_then(Json::as_array)
             .unwrap_or_default();
         let cond = |t: &str| {
             conds
                 .iter()
-                .find(|c| c.field("type").and_then(Value::as_str) == Some(t))
+                .find(|c| c.field("type").and_then(Json::as_str) == Some(t))
                 .map(|c| str_at(c, "status"))
         };
         let ready = cond("Ready") == Some("True");
@@ -821,11 +816,11 @@ impl NodeInfo {
                 });
             }
         }
-        let status = v.field("status").unwrap_or(&Value::Null);
+        let status = v.field("status").unwrap_or(&null);
         let res = |name: &str, milli: bool| -> Option<i64> {
             status
                 .field("allocatable")
-                .and_then(|a| a.get(name))
+                .and_then(|a| a.field(name))
                 .or_else(|| at(status, &["capacity", name]))
                 .and_then(|q| quantity(q, milli))
         };
@@ -842,7 +837,7 @@ impl NodeInfo {
         );
         NodeInfo {
             name,
-            unschedulable: spec.field("unschedulable").and_then(Value::as_bool) == Some(true),
+            unschedulable: spec.field("unschedulable").and_then(Json::as_bool) == Some(true),
             taints,
             allocatable: Res {
                 milli_cpu: res("cpu", true).unwrap_or(0),
@@ -865,27 +860,27 @@ pub struct NodeUsage {
 }
 
 /// `metadata.namespace` and `metadata.name` ("" when absent).
-fn ns_name(v: &Value) -> (&str, &str) {
+fn ns_name<V: Json>(v: &V) -> (&str, &str) {
     let m = v.field("metadata");
     let s = |k: &str| {
         m.and_then(|m| m.field(k))
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .unwrap_or("")
     };
     (s("namespace"), s("name"))
 }
 
 /// `v[p0][p1]...` without `Value::pointer`'s per-segment allocations.
-fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+fn at<'a, V: Json>(v: &'a V, path: &[&str]) -> Option<&'a V> {
     path.iter().try_fold(v, |v, k| v.field(k))
 }
 
-fn str_at<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.field(k).and_then(Value::as_str).unwrap_or("")
+fn str_at<'a, V: Json>(v: &'a V, k: &str) -> &'a str {
+    v.field(k).and_then(Json::as_str).unwrap_or("")
 }
 
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
+fn strings<V: Json>(v: Option<&V>) -> Vec<String> {
+    v.and_then(Json::as_array)
         .map(|a| {
             a.iter()
                 .filter_map(|s| s.as_str().map(str::to_string))
@@ -894,11 +889,10 @@ fn strings(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
+fn string_map<V: Json>(v: Option<&V>) -> BTreeMap<String, String> {
+    v.and_then(|v| v.entries())
         .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+            m.filter_map(|(k, v)| v.as_str().map(|s| (k.to_string(), s.to_string())))
                 .collect()
         })
         .unwrap_or_default()
@@ -2386,7 +2380,7 @@ impl Runner {
         }
     }
 
-    fn namespace_seen(&mut self, v: &Value) {
+    fn namespace_seen(&mut self, v: &Tree) {
         let name = ns_name(v).1;
         if self
             .cache
@@ -2482,10 +2476,10 @@ impl Runner {
             .obj
             .value
             .ptr("/status/conditions")
-            .and_then(Value::as_array)
+            .and_then(Tree::as_array)
             .and_then(|cs| {
                 cs.iter()
-                    .find(|c| c.field("type").and_then(Value::as_str) == Some("PodScheduled"))
+                    .find(|c| c.field("type").and_then(Tree::as_str) == Some("PodScheduled"))
             });
         let already = cur.is_some_and(|c| {
             str_at(c, "status") == "False"
@@ -2495,9 +2489,10 @@ impl Runner {
         let (ns, name, obj) = (p.info.namespace.clone(), p.info.name.clone(), p.obj.clone());
         if !already {
             let since = cur
-                .filter(|c| str_at(c, "status") == "False")
-                .and_then(|c| c.field("lastTransitionTime").cloned())
+                .filter(|c| str_at(*c, "status") == "False")
+                .and_then(|c| c.field("lastTransitionTime"))
                 .filter(|t| !t.is_null())
+                .map(Tree::to_value)
                 .unwrap_or_else(|| json!(self.cluster.server.clock.timestamp()));
             let patch = PatchBody {
                 kind: PatchKind::Strategic,

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use serde_json::Value;
+use crate::json::Json;
 
 /// Errors from parsing or building a selector. Messages mirror the real apiserver.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -192,11 +192,11 @@ impl Requirement {
         Ok(Requirement { key, op, values })
     }
 
-    fn matches(&self, labels: Option<&serde_json::Map<String, Value>>) -> bool {
+    fn matches<V: Json>(&self, labels: Option<&V>) -> bool {
         use Operator::*;
         let got = labels
-            .and_then(|m| crate::json::get(m, &self.key))
-            .and_then(Value::as_str);
+            .and_then(|m| m.field(&self.key))
+            .and_then(Json::as_str);
         let int = |v: &str| v.parse::<i64>().ok();
         match self.op {
             Equals | DoubleEquals | In => got.is_some_and(|v| self.values.contains(v)),
@@ -445,44 +445,39 @@ impl LabelSelector {
     }
 
     /// Builds from a `metav1.LabelSelector` JSON object; `null` or `{}` = everything.
-    pub fn from_json(v: &Value) -> Result<Self, SelectorError> {
+    pub fn from_json<V: Json>(v: &V) -> Result<Self, SelectorError> {
         let bad = |m: &str| SelectorError::Malformed(m.to_string());
-        let strings = |v: &Value| -> Option<Vec<String>> {
+        let strings = |v: &V| -> Option<Vec<String>> {
             let a = v.as_array()?;
             a.iter().map(|s| s.as_str().map(str::to_string)).collect()
         };
-        let (labels, exprs) = match v {
-            Value::Null => (&Value::Null, &Value::Null),
-            Value::Object(m) => (
-                m.get("matchLabels").unwrap_or(&Value::Null),
-                m.get("matchExpressions").unwrap_or(&Value::Null),
-            ),
-            _ => return Err(bad("expected an object")),
-        };
-        let mut reqs = Vec::new();
-        let (no_labels, no_exprs) = (serde_json::Map::new(), Vec::new());
-        let labels = match labels {
-            Value::Null => &no_labels,
-            l => l
-                .as_object()
-                .ok_or_else(|| bad("matchLabels must be an object"))?,
-        };
-        for (k, v) in labels {
-            let v = v
-                .as_str()
-                .ok_or_else(|| bad("matchLabels values must be strings"));
-            reqs.push(Requirement::new(k, Operator::Equals, vec![v?.to_string()])?);
+        if !v.is_null() && !v.is_object() {
+            return Err(bad("expected an object"));
         }
-        let exprs = match exprs {
-            Value::Null => &no_exprs,
-            e => e
+        let present = |k: &str| v.field(k).filter(|x| !x.is_null());
+        let mut reqs = Vec::new();
+        if let Some(labels) = present("matchLabels") {
+            let entries = labels
+                .entries()
+                .ok_or_else(|| bad("matchLabels must be an object"))?;
+            for (k, v) in entries {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| bad("matchLabels values must be strings"));
+                reqs.push(Requirement::new(k, Operator::Equals, vec![v?.to_string()])?);
+            }
+        }
+        let no_exprs: &[V] = &[];
+        let exprs = match present("matchExpressions") {
+            None => no_exprs,
+            Some(e) => e
                 .as_array()
                 .ok_or_else(|| bad("matchExpressions must be an array"))?,
         };
         for e in exprs {
-            let key = e.get("key").and_then(Value::as_str);
+            let key = e.field("key").and_then(Json::as_str);
             let key = key.ok_or_else(|| bad("matchExpressions[].key must be a string"))?;
-            let op = e.get("operator").and_then(Value::as_str);
+            let op = e.field("operator").and_then(Json::as_str);
             let op = match op.unwrap_or_default() {
                 "In" => Operator::In,
                 "NotIn" => Operator::NotIn,
@@ -490,8 +485,9 @@ impl LabelSelector {
                 "DoesNotExist" => Operator::DoesNotExist,
                 other => return Err(SelectorError::InvalidOperator(other.to_string())),
             };
-            let values = match e.get("values") {
-                None | Some(Value::Null) => Some(Vec::new()),
+            let values = match e.field("values") {
+                None => Some(Vec::new()),
+                Some(v) if v.is_null() => Some(Vec::new()),
                 Some(v) => strings(v),
             };
             let values = values.ok_or_else(|| bad("matchExpressions[].values must be strings"))?;
@@ -503,8 +499,8 @@ impl LabelSelector {
 
     /// Matches a labels map (`/metadata/labels`); None or a non-object = no labels.
     /// Non-string label values (invalid in Kubernetes) count as absent.
-    pub fn matches(&self, labels: Option<&Value>) -> bool {
-        let map = labels.and_then(Value::as_object);
+    pub fn matches<V: Json>(&self, labels: Option<&V>) -> bool {
+        let map = labels.filter(|l| l.is_object());
         self.requirements.iter().all(|r| r.matches(map))
     }
 
@@ -629,7 +625,7 @@ impl FieldSelector {
     }
 
     /// Evaluates every term against the object using [`field_value`].
-    pub fn matches(&self, obj: &Value) -> bool {
+    pub fn matches<V: Json>(&self, obj: &V) -> bool {
         self.terms
             .iter()
             .all(|t| (field_value(obj, &t.field) == t.value) != t.negated)
@@ -656,20 +652,20 @@ const BOOL_FIELDS_DEFAULT_FALSE: &[&str] = &["spec.unschedulable", "spec.hostNet
 /// strings as-is, bools as `true`/`false`, numbers in decimal, and missing/null as "" (or "false"
 /// for the fields in `BOOL_FIELDS_DEFAULT_FALSE`). Objects and arrays render as "".
 /// A numeric segment indexes into an array.
-pub fn field_value(obj: &Value, field: &str) -> String {
+pub fn field_value<V: Json>(obj: &V, field: &str) -> String {
     let mut cur = Some(obj);
     for seg in field.split('.') {
-        cur = cur.and_then(|c| match c {
-            Value::Object(m) => m.get(seg),
-            Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
-            _ => None,
+        cur = cur.and_then(|c| match c.as_array() {
+            Some(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+            None => c.field(seg),
         });
     }
     match cur {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Bool(b)) => b.to_string(),
-        Some(Value::Number(n)) => n.to_string(),
-        None | Some(Value::Null) if BOOL_FIELDS_DEFAULT_FALSE.contains(&field) => "false".into(),
+        Some(c) if c.as_str().is_some() => c.as_str().unwrap_or_default().to_string(),
+        Some(c) if c.as_bool().is_some() => c.as_bool().unwrap_or_default().to_string(),
+        Some(c) if c.number().is_some() => c.number().map(ToString::to_string).unwrap_or_default(),
+        None if BOOL_FIELDS_DEFAULT_FALSE.contains(&field) => "false".into(),
+        Some(c) if c.is_null() && BOOL_FIELDS_DEFAULT_FALSE.contains(&field) => "false".into(),
         _ => String::new(),
     }
 }
@@ -730,8 +726,12 @@ mod tests {
             assert_eq!(s.matches(Some(&l)), want == "true", "{sel}");
         }
         let s = LabelSelector::parse("!a,b!=c").unwrap();
-        assert!(s.matches(None) && s.matches(Some(&json!("not-a-map"))));
-        assert!(!LabelSelector::parse("a").unwrap().matches(None));
+        assert!(s.matches(None::<&serde_json::Value>) && s.matches(Some(&json!("not-a-map"))));
+        assert!(
+            !LabelSelector::parse("a")
+                .unwrap()
+                .matches(None::<&serde_json::Value>)
+        );
     }
 
     /// `selector => error message prefix`.
@@ -832,7 +832,7 @@ mod tests {
     fn label_selector_from_json() {
         let l = json!({"app": "web", "tier": "front"});
         for (src, want) in rows(JSON_CASES) {
-            let v: Value = serde_json::from_str(src).unwrap();
+            let v: serde_json::Value = serde_json::from_str(src).unwrap();
             match (LabelSelector::from_json(&v), want) {
                 (Ok(s), "true" | "false") => {
                     assert_eq!(s.matches(Some(&l)), want == "true", "{src}")
@@ -843,7 +843,11 @@ mod tests {
         }
         let s = LabelSelector::from_json(&json!({"matchLabels": {"b": "1", "a": "2"}})).unwrap();
         assert_eq!(s.to_string(), "a=2,b=1");
-        assert!(LabelSelector::from_json(&Value::Null).unwrap().is_empty());
+        assert!(
+            LabelSelector::from_json(&serde_json::Value::Null)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     /// `object selector => matches? | error message`.
@@ -971,7 +975,7 @@ mod tests {
 
         #[test]
         fn equality_selector_matches_its_labels(map in prop::collection::btree_map(key(), value(), 0..6)) {
-            let labels = Value::Object(map.iter().map(|(k, v)| (k.clone(), json!(v))).collect());
+            let labels = serde_json::Value::Object(map.iter().map(|(k, v)| (k.clone(), json!(v))).collect());
             let src = Vec::from_iter(map.iter().map(|(k, v)| format!("{k}={v}"))).join(",");
             let parse = |s: &str| LabelSelector::parse(s).map_err(|e| TestCaseError::fail(format!("{s}: {e}")));
             prop_assert!(parse(&src)?.matches(Some(&labels)));

@@ -293,7 +293,7 @@ impl ApiServer {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                let mut with_status = created.value().clone();
+                let mut with_status = created.value();
                 with_status["status"] = status;
                 crate::defaults::normalize(&info, &mut with_status);
                 let key = ObjectKey::new(&info.key(), namespace.as_deref().unwrap_or(""), &name);
@@ -302,9 +302,9 @@ impl ApiServer {
                     .update(&key, with_status, &Default::default())
                     .await
                     .map_err(|e| ApiError::from_store(e, &info.qualified(), &name))?;
-                Ok(stored.value.clone())
+                Ok(stored.value.to_value())
             }
-            _ => Ok(created.value().clone()),
+            _ => Ok(created.value()),
         }
     }
 }
@@ -373,7 +373,7 @@ pub fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
     resp
 }
 
-pub fn value_response(status: StatusCode, v: &Value) -> Response {
+pub fn value_response(status: StatusCode, v: &impl serde::Serialize) -> Response {
     json_response(status, serde_json::to_vec(v).unwrap_or_default())
 }
 

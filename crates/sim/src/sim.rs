@@ -2,7 +2,6 @@
 //! scheduler, controllers, traffic probes, invariant recorder), started from an expanded
 //! scenario, plus the `/sim/v1` control API next to the Kubernetes API.
 
-use crate::json::Ptr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use crate::probes::{self, PodLiveness, Probes};
 use crate::scenario::{Expanded, NodeSpec};
 use crate::scheduler::{self, SchedulerConfig};
 use crate::server::{ApiServer, ServerConfig};
+use crate::tree::Tree;
 
 /// A running simulated cluster. Dropping it stops every component.
 pub struct Simulation {
@@ -248,12 +248,13 @@ impl Simulation {
         let Ok((nodes, _)) = c.list(&c.res.nodes, None).await else {
             return Some("nodes cannot be listed".into());
         };
-        let ready = |v: &Value| {
+        let ready = |v: &Tree| {
             v.ptr("/status/conditions")
-                .and_then(Value::as_array)
+                .and_then(Tree::as_array)
                 .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    cs.iter().any(|c| {
+                        c["type"].as_str() == Some("Ready") && c["status"].as_str() == Some("True")
+                    })
                 })
         };
         if let Some(n) = nodes.iter().find(|n| !ready(&n.value)) {
@@ -292,14 +293,14 @@ impl Simulation {
                 let v = &w.value;
                 let generation = v
                     .ptr("/metadata/generation")
-                    .and_then(Value::as_i64)
+                    .and_then(Tree::as_i64)
                     .unwrap_or(0);
                 let observed = v
                     .ptr("/status/observedGeneration")
-                    .and_then(Value::as_i64)
+                    .and_then(Tree::as_i64)
                     .unwrap_or(0);
-                let want = v.ptr(want).and_then(Value::as_i64).unwrap_or(1);
-                let have = v.ptr(have).and_then(Value::as_i64).unwrap_or(0);
+                let want = v.ptr(want).and_then(Tree::as_i64).unwrap_or(1);
+                let have = v.ptr(have).and_then(Tree::as_i64).unwrap_or(0);
                 if observed < generation || have < want {
                     let (ns, name) = crate::cluster::ns_name(v);
                     return Some(format!("{} {ns}/{name}: {have}/{want} ready", r.kind));
@@ -310,7 +311,7 @@ impl Simulation {
             return Some("pods cannot be listed".into());
         };
         let busy = pods.iter().filter(|p| {
-            let phase = p.value.ptr("/status/phase").and_then(Value::as_str);
+            let phase = p.value.ptr("/status/phase").and_then(Tree::as_str);
             phase != Some("Succeeded") && !(phase == Some("Running") && ready(&p.value))
         });
         let mut n = 0;

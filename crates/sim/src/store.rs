@@ -7,10 +7,10 @@
 //! `metadata.resourceVersion`; every other piece of API semantics (uid, generation, defaults,
 //! graceful deletion) lives in the API layer, exactly as in kube-apiserver.
 
-use crate::json::Ptr;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::tree::Tree;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
@@ -64,21 +64,37 @@ impl ObjectKey {
 /// In-process components never need the serialized form, so they never pay for it.
 #[derive(Debug)]
 pub struct StoredObject {
-    pub value: Value,
+    pub value: Tree,
     json: std::sync::OnceLock<Bytes>,
     pub revision: u64,
 }
 
 impl StoredObject {
     fn new(mut value: Value, revision: u64) -> Self {
-        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert(
-                "resourceVersion".to_string(),
-                Value::String(revision.to_string()),
-            );
-        }
+        set_revision(&mut value, revision);
         StoredObject {
-            value,
+            value: Tree::from(&value),
+            json: std::sync::OnceLock::new(),
+            revision,
+        }
+    }
+
+    /// A new version of `old`, sharing with it every part that did not change.
+    fn new_version(mut value: Value, old: &Tree, revision: u64) -> Self {
+        set_revision(&mut value, revision);
+        StoredObject {
+            value: Tree::shared_with(&value, old),
+            json: std::sync::OnceLock::new(),
+            revision,
+        }
+    }
+
+    /// `old` again at a new revision (a deletion's last state).
+    fn again(old: &Tree, revision: u64) -> Self {
+        let mut value = old.to_value();
+        set_revision(&mut value, revision);
+        StoredObject {
+            value: Tree::shared_with(&value, old),
             json: std::sync::OnceLock::new(),
             revision,
         }
@@ -87,7 +103,7 @@ impl StoredObject {
     /// An object that was never stored (a dry run's result): revision 0, no resourceVersion set.
     pub fn unstored(value: Value) -> Self {
         StoredObject {
-            value,
+            value: Tree::from(&value),
             json: std::sync::OnceLock::new(),
             revision: 0,
         }
@@ -96,7 +112,7 @@ impl StoredObject {
     /// A stored object whose revision is known (e.g. a component caching what it wrote).
     pub fn with_revision(value: Value, revision: u64) -> Self {
         StoredObject {
-            value,
+            value: Tree::from(&value),
             json: std::sync::OnceLock::new(),
             revision,
         }
@@ -111,8 +127,17 @@ impl StoredObject {
     pub fn namespace(&self) -> &str {
         self.value
             .ptr("/metadata/namespace")
-            .and_then(Value::as_str)
+            .and_then(Tree::as_str)
             .unwrap_or("")
+    }
+}
+
+fn set_revision(value: &mut Value, revision: u64) {
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "resourceVersion".to_string(),
+            Value::String(revision.to_string()),
+        );
     }
 }
 
@@ -197,7 +222,7 @@ pub struct ListOptions {
     /// Filter run inside the store, so that a limit counts matching items, like the real
     /// apiserver's paged lists with selectors.
     #[allow(clippy::type_complexity)]
-    pub filter: Option<Arc<dyn Fn(&Value) -> bool + Send + Sync>>,
+    pub filter: Option<Arc<dyn Fn(&Tree) -> bool + Send + Sync>>,
     /// Count every item after the limit (for `remainingItemCount`); otherwise stop at the first.
     pub count_remaining: bool,
     /// Only pods whose `spec.nodeName` (as a field selector reads it) is this: served from an
@@ -272,9 +297,9 @@ fn node_indexed(res: &ResourceKey) -> bool {
 }
 
 /// `spec.nodeName` as a field selector reads it.
-fn node_of(v: &Value) -> std::borrow::Cow<'_, str> {
+fn node_of(v: &Tree) -> std::borrow::Cow<'_, str> {
     match v.ptr("/spec/nodeName") {
-        Some(Value::String(s)) => std::borrow::Cow::Borrowed(s),
+        Some(Tree::String(s)) => std::borrow::Cow::Borrowed(s.as_str()),
         _ => std::borrow::Cow::Owned(crate::selector::field_value(v, "spec.nodeName")),
     }
 }
@@ -294,21 +319,21 @@ impl Table {
     }
 
     /// Records an object under each of its string labels.
-    fn index_labels(&mut self, k: (&str, &str), v: &Value) {
-        let Some(labels) = v.ptr("/metadata/labels").and_then(Value::as_object) else {
+    fn index_labels(&mut self, k: (&str, &str), v: &Tree) {
+        let Some(labels) = v.ptr("/metadata/labels").and_then(Tree::as_object) else {
             return;
         };
         for (lk, lv) in labels {
             let Some(lv) = lv.as_str() else { continue };
             self.by_label
-                .entry((lk.clone(), lv.to_string()))
+                .entry((lk.to_string(), lv.to_string()))
                 .or_default()
                 .insert((k.0.to_string(), k.1.to_string()));
         }
     }
 
-    fn unindex_labels(&mut self, k: (&str, &str), v: &Value) {
-        let Some(labels) = v.ptr("/metadata/labels").and_then(Value::as_object) else {
+    fn unindex_labels(&mut self, k: (&str, &str), v: &Tree) {
+        let Some(labels) = v.ptr("/metadata/labels").and_then(Tree::as_object) else {
             return;
         };
         for (lk, lv) in labels {
@@ -324,7 +349,7 @@ impl Table {
     }
 
     /// Records a pod under its node (other resources have no node index).
-    fn index(&mut self, k: (&str, &str), v: &Value) {
+    fn index(&mut self, k: (&str, &str), v: &Tree) {
         if let Some(idx) = self.by_node.as_mut() {
             let node = node_of(v);
             let set = match idx.get_mut(node.as_ref()) {
@@ -335,7 +360,7 @@ impl Table {
         }
     }
 
-    fn unindex(&mut self, k: (&str, &str), v: &Value) {
+    fn unindex(&mut self, k: (&str, &str), v: &Tree) {
         if let Some(idx) = self.by_node.as_mut() {
             let node = node_of(v);
             if let Some(set) = idx.get_mut(node.as_ref()) {
@@ -481,7 +506,7 @@ impl MemoryStore {
             let cur = current
                 .value
                 .ptr("/metadata/uid")
-                .and_then(Value::as_str)
+                .and_then(Tree::as_str)
                 .unwrap_or("");
             if cur != uid {
                 return Err(StoreError::Conflict {
@@ -687,7 +712,7 @@ impl Store for MemoryStore {
         Self::check(key, &previous, pre)?;
         let rev = inner.revision + 1;
         inner.revision = rev;
-        let stored = Arc::new(StoredObject::new(obj, rev));
+        let stored = Arc::new(StoredObject::new_version(obj, &previous.value, rev));
         if let Some(t) = inner.tables.get_mut(&key.resource) {
             if t.by_node.is_some() && node_of(&previous.value) != node_of(&stored.value) {
                 t.unindex(key.pair(), &previous.value);
@@ -740,7 +765,7 @@ impl Store for MemoryStore {
             t.objects.remove(&key.pair() as &dyn NsName);
             t.spec_epoch += 1;
         }
-        let last = Arc::new(StoredObject::new(previous.value.clone(), rev));
+        let last = Arc::new(StoredObject::again(&previous.value, rev));
         self.record(
             &mut inner,
             &key.resource,
@@ -804,10 +829,8 @@ impl Store for MemoryStore {
     }
 }
 
-fn name_of(v: &Value) -> &str {
-    v.ptr("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
+fn name_of(v: &Tree) -> &str {
+    v.ptr("/metadata/name").and_then(Tree::as_str).unwrap_or("")
 }
 
 /// Merges two iterators sorted by key into one sorted iterator.
@@ -975,9 +998,7 @@ mod tests {
         .unwrap();
         let mut old = with("web");
         old.at_revision = Some(rev);
-        old.filter = Some(Arc::new(|v: &Value| {
-            v["metadata"]["labels"]["app"] == "web"
-        }));
+        old.filter = Some(Arc::new(|v: &Tree| v["metadata"]["labels"]["app"] == "web"));
         assert_eq!(names(&s2, &old).await, ["x"]);
         assert!(names(&s2, &with("web")).await.is_empty());
     }

@@ -130,7 +130,7 @@ pub struct Obj(Arc<[(Str, Tree)]>);
 pub type Entries<'a> =
     std::iter::Map<std::slice::Iter<'a, (Str, Tree)>, fn(&'a (Str, Tree)) -> (&'a Str, &'a Tree)>;
 
-fn entry<'a>(e: &'a (Str, Tree)) -> (&'a Str, &'a Tree) {
+fn entry(e: &(Str, Tree)) -> (&Str, &Tree) {
     (&e.0, &e.1)
 }
 
@@ -167,7 +167,9 @@ impl Obj {
     }
 
     pub fn iter(&self) -> Entries<'_> {
-        self.0.iter().map(entry as fn(&(Str, Tree)) -> (&Str, &Tree))
+        self.0
+            .iter()
+            .map(entry as fn(&(Str, Tree)) -> (&Str, &Tree))
     }
 
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &Str> + ExactSizeIterator {
@@ -240,6 +242,11 @@ pub enum Tree {
 static NULL: Tree = Tree::Null;
 
 impl Tree {
+    /// A null that lives forever (for `unwrap_or`).
+    pub fn null() -> &'static Tree {
+        &NULL
+    }
+
     pub fn is_null(&self) -> bool {
         matches!(self, Tree::Null)
     }
@@ -371,6 +378,30 @@ impl Tree {
         self.ptr(path)
     }
 
+    /// Bytes this tree holds on the heap (allocations rounded up to 16 bytes), counting each
+    /// shared allocation once for all calls with the same `seen` (a census of many versions).
+    pub fn heap_bytes(&self, seen: &mut HashSet<usize>) -> usize {
+        let round = |n: usize| n.div_ceil(16) * 16;
+        let header = 2 * std::mem::size_of::<usize>();
+        match self {
+            Tree::String(s) if seen.insert(Arc::as_ptr(&s.0) as *const u8 as usize) => {
+                round(header + s.len())
+            }
+            Tree::Array(a) if seen.insert(Arc::as_ptr(a) as *const u8 as usize) => {
+                round(header + a.len() * std::mem::size_of::<Tree>())
+                    + a.iter().map(|v| v.heap_bytes(seen)).sum::<usize>()
+            }
+            Tree::Object(o) if seen.insert(Arc::as_ptr(&o.0) as *const u8 as usize) => {
+                round(header + o.len() * std::mem::size_of::<(Str, Tree)>())
+                    + o.0
+                        .iter()
+                        .map(|(k, v)| Tree::String(k.clone()).heap_bytes(seen) + v.heap_bytes(seen))
+                        .sum::<usize>()
+            }
+            _ => 0,
+        }
+    }
+
     /// The tree as a `serde_json::Value` (a deep copy).
     pub fn to_value(&self) -> Value {
         match self {
@@ -475,6 +506,61 @@ impl Tree {
     }
 }
 
+impl crate::json::Ptr for Tree {
+    fn ptr(&self, path: &str) -> Option<&Tree> {
+        Tree::ptr(self, path)
+    }
+}
+
+impl crate::json::Field for Tree {
+    type Out = Tree;
+    fn field(&self, key: &str) -> Option<&Tree> {
+        Tree::field(self, key)
+    }
+}
+
+impl crate::json::Json for Tree {
+    fn as_str(&self) -> Option<&str> {
+        Tree::as_str(self)
+    }
+    fn as_i64(&self) -> Option<i64> {
+        Tree::as_i64(self)
+    }
+    fn as_u64(&self) -> Option<u64> {
+        Tree::as_u64(self)
+    }
+    fn as_f64(&self) -> Option<f64> {
+        Tree::as_f64(self)
+    }
+    fn as_bool(&self) -> Option<bool> {
+        Tree::as_bool(self)
+    }
+    fn is_null(&self) -> bool {
+        Tree::is_null(self)
+    }
+    fn is_object(&self) -> bool {
+        Tree::is_object(self)
+    }
+    fn as_array(&self) -> Option<&[Tree]> {
+        Tree::as_array(self)
+    }
+    fn number(&self) -> Option<&Number> {
+        match self {
+            Tree::Number(n) => Some(n),
+            _ => None,
+        }
+    }
+    fn entries(&self) -> Option<impl Iterator<Item = (&str, &Tree)>> {
+        Tree::as_object(self).map(|o| o.iter().map(|(k, v)| (k.as_str(), v)))
+    }
+    fn to_value(&self) -> Value {
+        Tree::to_value(self)
+    }
+    fn same(&self, other: &Tree) -> bool {
+        self == other
+    }
+}
+
 impl From<&Value> for Tree {
     fn from(v: &Value) -> Tree {
         match v {
@@ -494,6 +580,12 @@ impl From<&Value> for Tree {
 impl From<Value> for Tree {
     fn from(v: Value) -> Tree {
         Tree::from(&v)
+    }
+}
+
+impl From<Tree> for Value {
+    fn from(t: Tree) -> Value {
+        t.to_value()
     }
 }
 
@@ -550,6 +642,41 @@ impl PartialEq<Value> for Tree {
         }
     }
 }
+
+impl PartialEq<str> for Tree {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == Some(other)
+    }
+}
+
+impl PartialEq<&str> for Tree {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == Some(*other)
+    }
+}
+
+impl PartialEq<String> for Tree {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == Some(other.as_str())
+    }
+}
+
+impl PartialEq<bool> for Tree {
+    fn eq(&self, other: &bool) -> bool {
+        self.as_bool() == Some(*other)
+    }
+}
+
+macro_rules! eq_int {
+    ($($t:ty),*) => {$(
+        impl PartialEq<$t> for Tree {
+            fn eq(&self, other: &$t) -> bool {
+                self.as_i64() == Some(i64::from(*other))
+            }
+        }
+    )*};
+}
+eq_int!(i32, i64, u32);
 
 impl PartialEq<Tree> for Value {
     fn eq(&self, other: &Tree) -> bool {
@@ -614,9 +741,13 @@ mod tests {
         let v = sample();
         let t = Tree::from(&v);
         assert_eq!(t.to_value(), v);
-        assert_eq!(serde_json::to_string(&t).unwrap(), serde_json::to_string(&v).unwrap());
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            serde_json::to_string(&v).unwrap()
+        );
         assert_eq!(t.to_string(), v.to_string());
-        assert!(t == v && v == t);
+        assert_eq!(t, v);
+        assert_eq!(v, t);
         assert!(t != json!({"metadata": null}));
     }
 
@@ -644,9 +775,19 @@ mod tests {
         assert_eq!(t["spec"]["f"].as_f64(), Some(1.5));
         assert!(t["nothing"]["here"].is_null());
         assert_eq!(t["list"].as_array().map(<[Tree]>::len), Some(6));
-        let keys: Vec<&str> = t["metadata"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let keys: Vec<&str> = t["metadata"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         assert_eq!(keys, ["name", "labels", "n"]);
-        assert_eq!(t.get("status").and_then(|s| s.get("phase")).and_then(Tree::as_str), Some("Pending"));
+        assert_eq!(
+            t.get("status")
+                .and_then(|s| s.get("phase"))
+                .and_then(Tree::as_str),
+            Some("Pending")
+        );
     }
 
     #[test]

@@ -48,7 +48,7 @@ async fn setup() -> (Arc<ApiServer>, Cluster, kube::Client) {
 }
 
 async fn get(c: &Cluster, r: &ResourceInfo, ns: &str, name: &str) -> Option<Value> {
-    c.get(r, ns, name).await.ok().map(|o| o.value.clone())
+    c.get(r, ns, name).await.ok().map(|o| o.value.to_value())
 }
 
 fn now(c: &Cluster) -> DateTime<Utc> {
@@ -89,7 +89,7 @@ async fn deployment(c: &Cluster, ns: &str, name: &str, app: &str, replicas: i64)
     .await
     .unwrap()
     .value
-    .clone()
+    .to_value()
 }
 
 async fn replicaset(
@@ -113,7 +113,7 @@ async fn replicaset(
     .await
     .unwrap()
     .value
-    .clone()
+    .to_value()
 }
 
 /// A pod bound to `node`, with a named container port `http` (8080).
@@ -144,7 +144,7 @@ async fn pod(
     .await
     .unwrap()
     .value
-    .clone()
+    .to_value()
 }
 
 /// Sets a pod's phase, readiness and IP as its kubelet would.
@@ -174,8 +174,10 @@ fn spawn_confirmer(c: Cluster, after: Duration) {
         let mut rx = c.informer_channel(&c.res.pods);
         while let Some(ch) = rx.recv().await {
             let pods: Vec<Value> = match ch {
-                Change::Sync(items) => items.iter().map(|o| o.value.clone()).collect(),
-                Change::Event(ev) if ev.kind != EventType::Deleted => vec![ev.object.value.clone()],
+                Change::Sync(items) => items.iter().map(|o| o.value.to_value()).collect(),
+                Change::Event(ev) if ev.kind != EventType::Deleted => {
+                    vec![ev.object.value.to_value()]
+                }
                 Change::Event(_) => Vec::new(),
             };
             for p in pods {
@@ -1075,7 +1077,7 @@ impl Kubelets {
                 .unwrap();
             }
             Ok(cur) => {
-                let mut v = cur.value.clone();
+                let mut v = cur.value.to_value();
                 v["status"]["conditions"] = json!(conds);
                 c.update_status(&c.res.nodes, v).await.unwrap();
             }
@@ -1426,7 +1428,7 @@ async fn events_expire_after_the_event_ttl_unless_updated() {
         .find(|e| e.value["reason"] == "Touched")
         .unwrap()
         .value
-        .clone();
+        .to_value();
     touched["count"] = json!(2);
     c.update(&c.res.events, touched).await.unwrap();
     assert_eq!(

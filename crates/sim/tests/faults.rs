@@ -212,7 +212,7 @@ async fn a_machine_crashes_at_its_time_and_boots_again() {
         let c = sim.cluster.clone();
         async move {
             let n = c.get(&c.res.nodes, "", "w3").await.unwrap();
-            node_ready(&n.value)
+            node_ready(&n.value.to_value())
         }
     };
     assert_eq!(node(&sim).await.as_deref(), Some("True"));

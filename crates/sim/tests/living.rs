@@ -38,10 +38,10 @@ async fn pods_of(sim: &Simulation, app: &str) -> Vec<Value> {
         .filter(|p| {
             p.value
                 .pointer("/metadata/labels/app")
-                .and_then(Value::as_str)
+                .and_then(theseus_sim::tree::Tree::as_str)
                 == Some(app)
         })
-        .map(|p| p.value.clone())
+        .map(|p| p.value.to_value())
         .collect()
 }
 
@@ -84,14 +84,20 @@ async fn a_powered_off_worker_loses_its_pods_after_the_toleration_and_only_singl
         .get(&sim.cluster.res.nodes, "", &victim)
         .await
         .unwrap();
-    assert!(ready(&node.value), "still Ready 30 s after power-off");
+    assert!(
+        ready(&node.value.to_value()),
+        "still Ready 30 s after power-off"
+    );
     tokio::time::sleep(Duration::from_secs(30)).await;
     let node = sim
         .cluster
         .get(&sim.cluster.res.nodes, "", &victim)
         .await
         .unwrap();
-    assert!(!ready(&node.value), "not Ready 60 s after power-off");
+    assert!(
+        !ready(&node.value.to_value()),
+        "not Ready 60 s after power-off"
+    );
     // The pods stay bound to it until the 300 s default toleration expires...
     tokio::time::sleep(Duration::from_secs(200)).await;
     assert!(
@@ -167,8 +173,8 @@ async fn the_cka_lab_drains_like_runbook_002() {
     );
     // The unmanaged pod stays where it is (cordon keeps it running).
     let hr = c.get(&c.res.pods, "default", "hr-app").await.unwrap();
-    assert_eq!(node_of(&hr.value), "node01");
-    assert!(ready(&hr.value));
+    assert_eq!(node_of(&hr.value.to_value()), "node01");
+    assert!(ready(&hr.value.to_value()));
     // After uncordon nothing moves back by itself.
     c.merge_patch(
         &c.res.nodes,
@@ -207,7 +213,7 @@ async fn trace(text: &str) -> Vec<String> {
         tokio::select! {
             batch = stream.next() => {
                 for e in batch.unwrap().unwrap() {
-                    let v = &e.object.value;
+                    let v = &e.object.value.to_value();
                     let (ns, name) = ns_name(v);
                     out.push(format!("{} {:?} {ns}/{name} {} {}", e.revision, e.kind, node_of(v),
                         v.pointer("/status/phase").and_then(Value::as_str).unwrap_or("")));

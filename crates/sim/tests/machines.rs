@@ -57,7 +57,7 @@ impl Sim {
             .get(&self.c.res.nodes, "", name)
             .await
             .ok()
-            .map(|o| o.value.clone())
+            .map(|o| o.value.to_value())
     }
 
     async fn pod(&self, name: &str) -> Option<Value> {
@@ -69,7 +69,7 @@ impl Sim {
             .get(&self.c.res.pods, ns, name)
             .await
             .ok()
-            .map(|o| o.value.clone())
+            .map(|o| o.value.to_value())
     }
 
     async fn lease_renew_time(&self, node: &str) -> String {
@@ -191,8 +191,11 @@ async fn a_machine_boots_and_registers_a_ready_node() {
         s.c.get(&s.c.res.leases, "kube-node-lease", "w-1")
             .await
             .unwrap();
-    assert_eq!(lease.value["spec"]["holderIdentity"], "w-1");
-    assert_eq!(lease.value["spec"]["leaseDurationSeconds"], 40);
+    assert_eq!(lease.value["spec"]["holderIdentity"].as_str(), Some("w-1"));
+    assert_eq!(
+        lease.value["spec"]["leaseDurationSeconds"].as_i64(),
+        Some(40)
+    );
     assert_eq!(
         lease.value["metadata"]["ownerReferences"][0]["uid"],
         n["metadata"]["uid"]

@@ -107,7 +107,7 @@ async fn pod_obj(cluster: &Cluster, name: &str) -> Value {
         .await
         .unwrap()
         .value
-        .clone()
+        .to_value()
 }
 
 async fn node_of(cluster: &Cluster, name: &str) -> Option<String> {
@@ -126,7 +126,7 @@ async fn placements(cluster: &Cluster) -> BTreeMap<String, Option<String>> {
                 p.value["metadata"]["name"].as_str().unwrap().to_string(),
                 p.value
                     .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
+                    .and_then(theseus_sim::tree::Tree::as_str)
                     .map(str::to_string),
             )
         })

@@ -95,12 +95,12 @@ async fn pods(c: &Cluster) -> Vec<Value> {
         .unwrap()
         .0
         .iter()
-        .map(|o| o.value.clone())
+        .map(|o| o.value.to_value())
         .collect()
 }
 
 async fn get(c: &Cluster, r: &theseus_sim::registry::ResourceInfo, name: &str) -> Value {
-    c.get(r, "default", name).await.unwrap().value.clone()
+    c.get(r, "default", name).await.unwrap().value.to_value()
 }
 
 async fn events(c: &Cluster) -> Vec<String> {
@@ -109,7 +109,7 @@ async fn events(c: &Cluster) -> Vec<String> {
         .unwrap()
         .0
         .iter()
-        .map(|e| s(&e.value, "/message").to_string())
+        .map(|e| s(&e.value.to_value(), "/message").to_string())
         .collect()
 }
 
@@ -213,15 +213,15 @@ fn watch_pods(c: &Cluster, check: Check) -> Arc<Mutex<Vec<String>>> {
                 Change::Sync(items) => {
                     state = items
                         .iter()
-                        .map(|o| (name(&o.value), o.value.clone()))
+                        .map(|o| (name(&o.value.to_value()), o.value.to_value()))
                         .collect();
                 }
                 Change::Event(e) => {
-                    let k = name(&e.object.value);
+                    let k = name(&e.object.value.to_value());
                     if e.kind == EventType::Deleted {
                         state.remove(&k);
                     } else {
-                        state.insert(k, e.object.value.clone());
+                        state.insert(k, e.object.value.to_value());
                     }
                 }
             }
@@ -272,7 +272,7 @@ async fn replicaset_keeps_replicas_and_replaces_deleted_and_evicted_pods() {
         .create(&c.res.replicasets, rs_manifest("web", 3, 0))
         .await
         .unwrap();
-    let uid = s(&rs.value, "/metadata/uid").to_string();
+    let uid = s(&rs.value.to_value(), "/metadata/uid").to_string();
     run_for(100).await;
     let ps = pods(&c).await;
     assert_eq!(ps.len(), 3);
@@ -451,7 +451,7 @@ async fn replicaset_adopts_orphans_and_releases_pods_that_stop_matching() {
     let ps = pods(&c).await;
     assert_eq!(ps.len(), 2, "one adopted, one created");
     let stray = ps.iter().find(|p| name(p) == "stray").unwrap();
-    assert_eq!(owner_uid(stray), s(&rs.value, "/metadata/uid"));
+    assert_eq!(owner_uid(stray), s(&rs.value.to_value(), "/metadata/uid"));
 
     // Relabel it: released, and replaced.
     c.merge_patch(
@@ -503,7 +503,7 @@ async fn replicasets(c: &Cluster) -> Vec<Value> {
         .unwrap()
         .0
         .iter()
-        .map(|o| o.value.clone())
+        .map(|o| o.value.to_value())
         .collect()
 }
 
@@ -1422,7 +1422,7 @@ async fn job_runs_pods_until_completions_succeed() {
     assert_eq!(label(&ps[0], "batch.kubernetes.io/job-name"), "once");
     assert_eq!(
         label(&ps[0], "batch.kubernetes.io/controller-uid"),
-        s(&j.value, "/metadata/uid")
+        s(&j.value.to_value(), "/metadata/uid")
     );
     let jv = get(&c, &c.res.jobs, "once").await;
     assert_eq!(n(&jv, "/status/active"), 1);
@@ -1558,7 +1558,9 @@ async fn scale_150k_pods() {
     assert_eq!(n(&ds, "/status/currentNumberScheduled") as usize, nodes);
     // One pod status change: work stays proportional to it.
     let t = std::time::Instant::now();
-    let p = c.list(&c.res.pods, None).await.unwrap().0[0].value.clone();
+    let p = c.list(&c.res.pods, None).await.unwrap().0[0]
+        .value
+        .to_value();
     c.merge_patch(
         &c.res.pods,
         "default",
@@ -1616,7 +1618,7 @@ async fn trace() -> Vec<String> {
     let mut out = Vec::new();
     while let Ok(change) = rx.try_recv() {
         if let Change::Event(e) = change {
-            let v = &e.object.value;
+            let v = &e.object.value.to_value();
             out.push(format!(
                 "{} {:?} {} {} {}",
                 e.revision,

@@ -36,46 +36,6 @@ struct Args {
     runs: usize,
 }
 
-/// Bytes a `serde_json::Value` (with `preserve_order`) holds on the heap, estimated: a map slot
-/// is ~128 bytes (hash, key, value, index), an array slot 80.
-/// What a `serde_json::Value` takes on the heap, as the allocator hands it out (sizes rounded up
-/// to 16 bytes). With `preserve_order` a `Value` is 72 bytes and a map slot 104 (hash, key, value),
-/// and a map keeps a hash table of its indices and the spare slots that table allows. Within ~10 %
-/// of a counting allocator's figure for a pod (~22 KB for 2.5 KB on the wire).
-fn heap_bytes(v: &serde_json::Value) -> usize {
-    use serde_json::Value;
-    use std::mem::size_of;
-    let round = |n: usize| n.div_ceil(16) * 16;
-    match v {
-        Value::String(s) => round(s.capacity()),
-        Value::Array(a) => {
-            round(a.capacity() * size_of::<Value>()) + a.iter().map(heap_bytes).sum::<usize>()
-        }
-        Value::Object(m) if m.is_empty() => 0,
-        Value::Object(m) => {
-            let n = m.len();
-            // hashbrown: buckets for n entries, and the entries that many buckets allow.
-            let buckets = match n {
-                0..4 => 4,
-                4..8 => 8,
-                _ => (n * 8).div_ceil(7).next_power_of_two(),
-            };
-            let usable = if buckets < 8 {
-                buckets - 1
-            } else {
-                buckets / 8 * 7
-            };
-            let slot = size_of::<usize>() + size_of::<String>() + size_of::<Value>();
-            round(usable.max(n) * slot)
-                + round(buckets * size_of::<usize>() + buckets + 16)
-                + m.iter()
-                    .map(|(k, v)| round(k.capacity()) + heap_bytes(v))
-                    .sum::<usize>()
-        }
-        _ => 0,
-    }
-}
-
 async fn census(sim: &Simulation) {
     use futures::StreamExt;
     use std::collections::HashSet;
@@ -98,7 +58,9 @@ async fn census(sim: &Simulation) {
         };
         let wire: usize = items.iter().map(|o| o.json().len()).sum();
         let mut seen: HashSet<usize> = items.iter().map(|o| Arc::as_ptr(o) as usize).collect();
-        let mem: usize = items.iter().map(|o| heap_bytes(&o.value)).sum();
+        // Parts shared between objects or versions count once (interned keys included).
+        let mut parts: HashSet<usize> = HashSet::new();
+        let mem: usize = items.iter().map(|o| o.value.heap_bytes(&mut parts)).sum();
         // The history: watch from the oldest revision still kept.
         let oldest = match sim.server.store.watch(&r.key(), None, 0).await {
             Err(theseus_sim::store::StoreError::Expired { oldest, .. }) => oldest,
@@ -113,7 +75,7 @@ async fn census(sim: &Simulation) {
                 events += 1;
                 for o in std::iter::once(&e.object).chain(e.previous.as_ref()) {
                     if seen.insert(Arc::as_ptr(o) as usize) {
-                        older += heap_bytes(&o.value);
+                        older += o.value.heap_bytes(&mut parts);
                     }
                 }
             }

@@ -9,7 +9,8 @@
 //! the ReplicaSet controller's. It reads pods only to know when a Recreate rollout may start the
 //! new ones.
 
-use crate::json::{Field, Ptr, object};
+use crate::json::{Field, Json, Ptr, object};
+use crate::tree::Tree;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,16 +109,16 @@ type Res<T> = Result<T, Stop>;
 // ----------------------------------------------------------------------------------------------
 // Reading deployments and replica sets
 
-fn replicas(v: &Value) -> i64 {
+fn replicas(v: &Tree) -> i64 {
     i64_at(v, "/spec/replicas")
         .unwrap_or(1)
         .clamp(0, i64::from(i32::MAX))
 }
 
-fn st(v: &Value, field: &str) -> i64 {
+fn st(v: &Tree, field: &str) -> i64 {
     v.field("status")
         .and_then(|s| s.field(field))
-        .and_then(Value::as_i64)
+        .and_then(Json::as_i64)
         .unwrap_or(0)
         .clamp(0, i64::from(i32::MAX))
 }
@@ -125,25 +126,25 @@ fn st(v: &Value, field: &str) -> i64 {
 /// Available replicas as the rollout arithmetic uses them: never more than the set is scaled to
 /// (a set scaled down whose status still counts the pods it is about to delete would otherwise
 /// let the rollout take away more than `maxUnavailable`).
-fn avail(rs: &Value) -> i64 {
+fn avail(rs: &Tree) -> i64 {
     st(rs, "availableReplicas").min(replicas(rs))
 }
 
-fn revision(rs: &Value) -> i64 {
+fn revision(rs: &Tree) -> i64 {
     annotation(rs, REVISION)
         .and_then(|r| r.parse().ok())
         .unwrap_or(0)
 }
 
-fn is_rolling(d: &Value) -> bool {
+fn is_rolling(d: &Tree) -> bool {
     str_at(d, "/spec/strategy/type") != "Recreate"
 }
 
 /// `ResolveFenceposts`: (maxSurge rounded up, maxUnavailable rounded down), never both zero.
-fn fenceposts(d: &Value) -> (i64, i64) {
+fn fenceposts(d: &Tree) -> (i64, i64) {
     let desired = replicas(d);
     let ru = d.ptr("/spec/strategy/rollingUpdate");
-    let dflt = json!("25%");
+    let dflt = Tree::from(json!("25%"));
     let surge_v = ru.and_then(|r| r.field("maxSurge")).unwrap_or(&dflt);
     let unavail_v = ru.and_then(|r| r.field("maxUnavailable")).unwrap_or(&dflt);
     let surge = scaled_value(Some(surge_v), desired, true, 0).max(0);
@@ -154,35 +155,35 @@ fn fenceposts(d: &Value) -> (i64, i64) {
     (surge, unavail)
 }
 
-fn max_surge(d: &Value) -> i64 {
+fn max_surge(d: &Tree) -> i64 {
     if is_rolling(d) { fenceposts(d).0 } else { 0 }
 }
 
-fn max_unavailable(d: &Value) -> i64 {
+fn max_unavailable(d: &Tree) -> i64 {
     if !is_rolling(d) || replicas(d) == 0 {
         return 0;
     }
     fenceposts(d).1.min(replicas(d))
 }
 
-fn has_progress_deadline(d: &Value) -> bool {
+fn has_progress_deadline(d: &Tree) -> bool {
     i64_at(d, "/spec/progressDeadlineSeconds").is_some_and(|s| s != i64::from(i32::MAX))
 }
 
-fn conditions(status: &Value) -> Vec<Value> {
+fn conditions<V: Json>(status: &V) -> Vec<Value> {
     status
         .field("conditions")
-        .and_then(Value::as_array)
-        .cloned()
+        .and_then(Json::as_array)
+        .map(|a| a.iter().map(Json::to_value).collect())
         .unwrap_or_default()
 }
 
-fn get_cond<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
+fn get_cond<'a, V: Json>(status: &'a V, type_: &str) -> Option<&'a V> {
     status
         .field("conditions")
-        .and_then(Value::as_array)?
+        .and_then(Json::as_array)?
         .iter()
-        .find(|c| c.field("type").and_then(Value::as_str) == Some(type_))
+        .find(|c| c.field("type").and_then(Json::as_str) == Some(type_))
 }
 
 fn new_cond(type_: &str, status: &str, reason: &str, message: &str, now: &str) -> Value {
@@ -233,7 +234,7 @@ fn put_conditions(status: &mut Value, conds: Vec<Value>) {
 }
 
 /// `DeploymentComplete`.
-fn deployment_complete(d: &Value, status: &Value) -> bool {
+fn deployment_complete<V: Json>(d: &Tree, status: &V) -> bool {
     let r = replicas(d);
     st_of(status, "updatedReplicas") == r
         && st_of(status, "replicas") == r
@@ -241,12 +242,12 @@ fn deployment_complete(d: &Value, status: &Value) -> bool {
         && st_of(status, "observedGeneration") >= i64_at(d, "/metadata/generation").unwrap_or(0)
 }
 
-fn st_of(status: &Value, field: &str) -> i64 {
-    status.get(field).and_then(Value::as_i64).unwrap_or(0)
+fn st_of<V: Json>(status: &V, field: &str) -> i64 {
+    status.field(field).and_then(Json::as_i64).unwrap_or(0)
 }
 
 /// `DeploymentProgressing`: more updated, fewer old, more ready or more available replicas.
-fn deployment_progressing(d: &Value, new: &Value) -> bool {
+fn deployment_progressing(d: &Tree, new: &Value) -> bool {
     let old = d.field("status").cloned().unwrap_or_default();
     let old_old = st_of(&old, "replicas") - st_of(&old, "updatedReplicas");
     let new_old = st_of(new, "replicas") - st_of(new, "updatedReplicas");
@@ -256,50 +257,43 @@ fn deployment_progressing(d: &Value, new: &Value) -> bool {
         || st_of(new, "availableReplicas") > st_of(&old, "availableReplicas")
 }
 
-/// An object as the cache holds it (shared, not copied), or as this sync changed it (copied
-/// on the first change).
+/// An object as the cache holds it (shared, not copied), or as this sync wrote it.
 #[derive(Clone)]
 struct Obj {
     shared: Arc<StoredObject>,
-    own: Option<Value>,
 }
 
 impl Obj {
     fn of(o: Arc<StoredObject>) -> Obj {
-        Obj {
-            shared: o,
-            own: None,
-        }
+        Obj { shared: o }
     }
 
     /// An object that is not stored (yet).
     fn owned(v: Value) -> Obj {
         Obj {
-            shared: Arc::new(StoredObject::unstored(Value::Null)),
-            own: Some(v),
+            shared: Arc::new(StoredObject::unstored(v)),
         }
     }
 
     /// The object as just written.
     fn set(&mut self, o: Arc<StoredObject>) {
         self.shared = o;
-        self.own = None;
     }
 }
 
 impl std::ops::Deref for Obj {
-    type Target = Value;
+    type Target = Tree;
 
-    fn deref(&self) -> &Value {
-        self.own.as_ref().unwrap_or(&self.shared.value)
+    fn deref(&self) -> &Tree {
+        &self.shared.value
     }
 }
 
 fn sort_by_creation(list: &mut [Obj]) {
     list.sort_by(|a, b| {
-        created_at(a)
-            .cmp(&created_at(b))
-            .then(str_at(a, "/metadata/name").cmp(str_at(b, "/metadata/name")))
+        created_at(&**a)
+            .cmp(&created_at(&**b))
+            .then(str_at(&**a, "/metadata/name").cmp(str_at(&**b, "/metadata/name")))
     });
 }
 
@@ -314,11 +308,11 @@ impl Sets {
         (0..self.all.len()).filter(move |i| Some(*i) != self.new)
     }
 
-    fn new_rs(&self) -> Option<&Value> {
+    fn new_rs(&self) -> Option<&Tree> {
         self.new.and_then(|i| self.all.get(i)).map(|o| &**o)
     }
 
-    fn sum(&self, f: impl Fn(&Value) -> i64) -> i64 {
+    fn sum(&self, f: impl Fn(&Tree) -> i64) -> i64 {
         self.all.iter().map(|o| f(o)).sum()
     }
 }
@@ -421,21 +415,21 @@ impl DController {
             return Ok(());
         };
         let mut d = Obj::of(obj.clone());
-        let Some(selector) = selector_of(&d) else {
+        let Some(selector) = selector_of(&*d) else {
             return Ok(());
         };
         if selector.is_empty() {
             // "This deployment is selecting all pods": nothing is done but observing it.
-            let g = i64_at(&d, "/metadata/generation").unwrap_or(0);
+            let g = i64_at(&*d, "/metadata/generation").unwrap_or(0);
             if st(&d, "observedGeneration") < g {
-                let mut s = d.field("status").cloned().unwrap_or_else(|| json!({}));
+                let mut s = d.field("status").map_or_else(|| json!({}), Tree::to_value);
                 s["observedGeneration"] = json!(g);
                 self.write_d_status(key, &mut d, s, q).await?;
             }
             return Ok(());
         }
-        let uid = uid_of(&d).to_string();
-        let deleting = is_terminating(&d);
+        let uid = uid_of(&*d).to_string();
+        let deleting = is_terminating(&*d);
 
         // Claim replica sets: release the ones that stopped matching, adopt matching orphans.
         let owned = self.sets.owned(&uid);
@@ -462,7 +456,7 @@ impl DController {
             }
         }
         if !deleting {
-            let owner = owner_ref(&d, "apps/v1", "Deployment");
+            let owner = owner_ref(&*d, "apps/v1", "Deployment");
             let orphans = if self.adopt.remove(key) {
                 self.sets.orphans_in(&key.0)
             } else {
@@ -501,7 +495,7 @@ impl DController {
             return self.sync_deployment_status(key, &mut d, &sets, q).await;
         }
         self.check_paused_conditions(key, &mut d, q).await?;
-        if d.ptr("/spec/paused").and_then(Value::as_bool) == Some(true) {
+        if d.ptr("/spec/paused").and_then(Json::as_bool) == Some(true) {
             return self.sync_scale(key, &mut d, list, q).await;
         }
         if self.is_scaling_event(&d, &list) {
@@ -519,12 +513,12 @@ impl DController {
 
     /// A pod template with the API server's defaults applied (so that templates written with
     /// and without defaults compare equal).
-    fn normalized(&self, template: &Value) -> Value {
+    fn normalized(&self, template: &impl Json) -> Value {
         let mut fake = object! {
             "apiVersion" => "apps/v1",
             "kind" => "ReplicaSet",
             "metadata" => object! {"name" => "x"},
-            "spec" => object! {"template" => template.clone()},
+            "spec" => object! {"template" => template.to_value()},
         };
         crate::defaults::prepare_for_create(
             &self.cluster.server,
@@ -537,8 +531,8 @@ impl DController {
     }
 
     /// `EqualIgnoreHash` of a deployment template (already normalized) and a set's template.
-    fn equal_ignore_hash(&self, d_template: &Value, rs_template: &Value) -> bool {
-        let mut t = rs_template.clone();
+    fn equal_ignore_hash(&self, d_template: &Value, rs_template: &Tree) -> bool {
+        let mut t = rs_template.to_value();
         if let Some(Value::Object(labels)) = t.pointer_mut("/metadata/labels") {
             labels.remove(HASH_LABEL);
         }
@@ -551,15 +545,15 @@ impl DController {
 
     /// `FindNewReplicaSet`: the oldest set whose template is the deployment's. Comparisons are
     /// remembered per (set, deployment) generation: templates change only with a spec.
-    fn find_sets(&mut self, d: &Value, all: Vec<Obj>) -> Sets {
+    fn find_sets(&mut self, d: &Tree, all: Vec<Obj>) -> Sets {
         let d_uid = uid_of(d).to_string();
         let d_gen = i64_at(d, "/metadata/generation").unwrap_or(0);
         let cacheable = !d_uid.is_empty() && d_gen > 0;
         if !cacheable || self.templates.get(&d_uid).is_none_or(|(g, _)| *g != d_gen) {
-            let dt = self.normalized(d.ptr("/spec/template").unwrap_or(&Value::Null));
+            let dt = self.normalized(d.ptr("/spec/template").unwrap_or(Tree::null()));
             if !cacheable {
                 let new = all.iter().position(|rs| {
-                    self.equal_ignore_hash(&dt, rs.ptr("/spec/template").unwrap_or(&Value::Null))
+                    self.equal_ignore_hash(&dt, rs.ptr("/spec/template").unwrap_or(Tree::null()))
                 });
                 return Sets { all, new };
             }
@@ -567,8 +561,8 @@ impl DController {
         }
         let mut new = None;
         for (i, rs) in all.iter().enumerate() {
-            let rs_uid = uid_of(rs);
-            let rs_gen = i64_at(rs, "/metadata/generation").unwrap_or(0);
+            let rs_uid = uid_of(&**rs);
+            let rs_gen = i64_at(&**rs, "/metadata/generation").unwrap_or(0);
             let known = self.same_template.get(rs_uid).and_then(|(g, du, dg, eq)| {
                 (*g == rs_gen && rs_gen > 0 && *du == d_uid && *dg == d_gen).then_some(*eq)
             });
@@ -577,7 +571,7 @@ impl DController {
                 None => {
                     let dt = self.templates.get(&d_uid).map(|(_, t)| t);
                     let eq = dt.is_some_and(|dt| {
-                        self.equal_ignore_hash(dt, rs.ptr("/spec/template").unwrap_or(&Value::Null))
+                        self.equal_ignore_hash(dt, rs.ptr("/spec/template").unwrap_or(Tree::null()))
                     });
                     if !rs_uid.is_empty() {
                         self.same_template
@@ -616,19 +610,19 @@ impl DController {
             let rs = &sets.all[i];
             let mut copy = json!({
                 "metadata": {
-                    "name": str_at(rs, "/metadata/name"),
-                    "namespace": str_at(rs, "/metadata/namespace"),
-                    "resourceVersion": str_at(rs, "/metadata/resourceVersion"),
+                    "name": str_at(&**rs, "/metadata/name"),
+                    "namespace": str_at(&**rs, "/metadata/namespace"),
+                    "resourceVersion": str_at(&**rs, "/metadata/resourceVersion"),
                 },
             });
             if let Some(a) = rs.ptr("/metadata/annotations") {
-                copy["metadata"]["annotations"] = a.clone();
+                copy["metadata"]["annotations"] = a.to_value();
             }
             if let Some(m) = rs.ptr("/spec/minReadySeconds") {
                 copy["spec"] = json!({"minReadySeconds": m});
             }
             let annotations_updated = set_new_rs_annotations(d, &mut copy, new_revision, true);
-            let d_min = i64_at(d, "/spec/minReadySeconds").unwrap_or(0);
+            let d_min = i64_at(&**d, "/spec/minReadySeconds").unwrap_or(0);
             let min_ready_update = i64_at(&copy, "/spec/minReadySeconds").unwrap_or(0) != d_min;
             if annotations_updated || min_ready_update {
                 let (ns, name) = ns_name(&copy);
@@ -656,7 +650,7 @@ impl DController {
                 }
             }
             let rev = annotation(&copy, REVISION).unwrap_or("").to_string();
-            let mut status = d.field("status").cloned().unwrap_or_else(|| json!({}));
+            let mut status = d.field("status").map_or_else(|| json!({}), Tree::to_value);
             if has_progress_deadline(d) && get_cond(&status, "Progressing").is_none() {
                 let msg = format!(
                     "Found new replica set \"{}\"",
@@ -677,10 +671,13 @@ impl DController {
         }
 
         // Create the new replica set.
-        let (ns, dname) = ns_name(d);
+        let (ns, dname) = ns_name(&**d);
         let (ns, dname) = (ns.to_string(), dname.to_string());
-        let template = d.ptr("/spec/template").cloned().unwrap_or_default();
-        let collision = d.ptr("/status/collisionCount").and_then(Value::as_i64);
+        let template = d
+            .ptr("/spec/template")
+            .map(Tree::to_value)
+            .unwrap_or_default();
+        let collision = d.ptr("/status/collisionCount").and_then(Json::as_i64);
         let hash = template_hash(&template, collision);
         let mut new_template = template.clone();
         {
@@ -688,7 +685,10 @@ impl DController {
             let labels = super::workloads::entry(meta, "labels");
             *super::workloads::entry(labels, HASH_LABEL) = json!(hash);
         }
-        let mut selector = d.ptr("/spec/selector").cloned().unwrap_or_default();
+        let mut selector = d
+            .ptr("/spec/selector")
+            .map(Tree::to_value)
+            .unwrap_or_default();
         {
             let ml = super::workloads::entry(&mut selector, "matchLabels");
             *super::workloads::entry(ml, HASH_LABEL) = json!(hash);
@@ -704,12 +704,12 @@ impl DController {
             "metadata" => object! {
                 "name" => rs_name.as_str(),
                 "namespace" => ns.as_str(),
-                "ownerReferences" => vec![owner_ref(d, "apps/v1", "Deployment")],
+                "ownerReferences" => vec![owner_ref(&**d, "apps/v1", "Deployment")],
                 "labels" => labels,
             },
             "spec" => object! {
                 "replicas" => 0,
-                "minReadySeconds" => i64_at(d, "/spec/minReadySeconds").unwrap_or(0),
+                "minReadySeconds" => i64_at(&**d, "/spec/minReadySeconds").unwrap_or(0),
                 "selector" => selector,
                 "template" => new_template,
             },
@@ -741,19 +741,19 @@ impl DController {
                         return Err(Stop);
                     }
                 };
-                let ours = controller_parts(&existing).is_some_and(|(_, _, u)| u == uid_of(d));
+                let ours = controller_parts(&*existing).is_some_and(|(_, _, u)| u == uid_of(&**d));
                 let dt = self.normalized(&template);
                 if ours
                     && self.equal_ignore_hash(
                         &dt,
-                        existing.ptr("/spec/template").unwrap_or(&Value::Null),
+                        existing.ptr("/spec/template").unwrap_or(Tree::null()),
                     )
                 {
                     already_exists = true;
                     existing
                 } else {
                     // A hash collision: count it, and the next sync computes another name.
-                    let mut status = d.field("status").cloned().unwrap_or_else(|| json!({}));
+                    let mut status = d.field("status").map_or_else(|| json!({}), Tree::to_value);
                     status["collisionCount"] = json!(collision.unwrap_or(0) + 1);
                     self.write_d_status(key, d, status, q).await?;
                     q.add_after(key.clone(), Duration::from_millis(100));
@@ -766,7 +766,7 @@ impl DController {
                     e.message
                 );
                 if has_progress_deadline(d) && e.code != 403 {
-                    let mut status = d.field("status").cloned().unwrap_or_else(|| json!({}));
+                    let mut status = d.field("status").map_or_else(|| json!({}), Tree::to_value);
                     let now = self.cluster.server.clock.timestamp();
                     set_cond(
                         &mut status,
@@ -777,7 +777,7 @@ impl DController {
                 record(
                     &self.cluster,
                     self.cfg.events,
-                    d,
+                    &**d,
                     "Warning",
                     "ReplicaSetCreateError",
                     &msg,
@@ -793,7 +793,7 @@ impl DController {
             record(
                 &self.cluster,
                 self.cfg.events,
-                d,
+                &**d,
                 "Normal",
                 "ScalingReplicaSet",
                 &msg,
@@ -804,7 +804,7 @@ impl DController {
         self.set_d_revision(key, d, &new_revision.to_string(), q)
             .await?;
         if !already_exists && has_progress_deadline(d) {
-            let mut status = d.field("status").cloned().unwrap_or_else(|| json!({}));
+            let mut status = d.field("status").map_or_else(|| json!({}), Tree::to_value);
             let msg = format!("Created new replica set \"{rs_name}\"");
             let now = self.cluster.server.clock.timestamp();
             set_cond(
@@ -828,7 +828,7 @@ impl DController {
         rev: &str,
         q: &mut Queue,
     ) -> Res<()> {
-        if annotation(d, REVISION) == Some(rev) {
+        if annotation(&**d, REVISION) == Some(rev) {
             return Ok(());
         }
         let patch = json!({"metadata": {"annotations": {REVISION: rev}}});
@@ -856,7 +856,7 @@ impl DController {
         status: Value,
         q: &mut Queue,
     ) -> Res<()> {
-        match write_status(&self.cluster, &self.cluster.res.deployments, d, status).await {
+        match write_status(&self.cluster, &self.cluster.res.deployments, &**d, status).await {
             Ok(Some(written)) => {
                 q.expect(key, D_FEED, written.revision);
                 d.set(written);
@@ -874,7 +874,7 @@ impl DController {
     async fn scale_rs(
         &mut self,
         key: &Key,
-        d: &Value,
+        d: &Tree,
         rs: &mut Obj,
         new_scale: i64,
         q: &mut Queue,
@@ -883,15 +883,15 @@ impl DController {
         let size_needs = old_scale != new_scale;
         let desired = replicas(d);
         let max = desired + max_surge(d);
-        let ann_needs = annotation(rs, DESIRED_REPLICAS) != Some(desired.to_string().as_str())
-            || annotation(rs, MAX_REPLICAS) != Some(max.to_string().as_str());
+        let ann_needs = annotation(&**rs, DESIRED_REPLICAS) != Some(desired.to_string().as_str())
+            || annotation(&**rs, MAX_REPLICAS) != Some(max.to_string().as_str());
         if !size_needs && !ann_needs {
             return Ok(false);
         }
-        let (ns, name) = ns_name(rs);
+        let (ns, name) = ns_name(&**rs);
         let (ns, name) = (ns.to_string(), name.to_string());
         let patch = json!({
-            "metadata": {"resourceVersion": str_at(rs, "/metadata/resourceVersion"),
+            "metadata": {"resourceVersion": str_at(&**rs, "/metadata/resourceVersion"),
                 "annotations": {DESIRED_REPLICAS: desired.to_string(), MAX_REPLICAS: max.to_string()}},
             "spec": {"replicas": new_scale},
         });
@@ -931,7 +931,7 @@ impl DController {
     async fn scale_and_record(
         &mut self,
         key: &Key,
-        d: &Value,
+        d: &Tree,
         rs: &mut Obj,
         new_scale: i64,
         q: &mut Queue,
@@ -962,7 +962,7 @@ impl DController {
         if self.reconcile_old(key, d, &mut sets, ni, q).await? {
             return self.sync_rollout_status(key, d, &sets, q).await;
         }
-        if deployment_complete(d, d.field("status").unwrap_or(&Value::Null)) {
+        if deployment_complete(d, d.field("status").unwrap_or(Tree::null())) {
             self.cleanup(key, d, &sets, q).await;
         }
         self.sync_rollout_status(key, d, &sets, q).await
@@ -971,7 +971,7 @@ impl DController {
     async fn reconcile_new(
         &mut self,
         key: &Key,
-        d: &Value,
+        d: &Tree,
         sets: &mut Sets,
         ni: usize,
         q: &mut Queue,
@@ -995,7 +995,7 @@ impl DController {
     async fn reconcile_old(
         &mut self,
         key: &Key,
-        d: &Value,
+        d: &Tree,
         sets: &mut Sets,
         ni: usize,
         q: &mut Queue,
@@ -1089,7 +1089,7 @@ impl DController {
                 .await?;
             sets.all[ni] = rs;
         }
-        if deployment_complete(d, d.field("status").unwrap_or(&Value::Null)) {
+        if deployment_complete(d, d.field("status").unwrap_or(Tree::null())) {
             self.cleanup(key, d, &sets, q).await;
         }
         self.sync_rollout_status(key, d, &sets, q).await
@@ -1108,7 +1108,7 @@ impl DController {
         }
         sets.olds().any(|i| {
             self.pods
-                .owned(uid_of(&sets.all[i]))
+                .owned(uid_of(&*sets.all[i]))
                 .iter()
                 .any(|p| !is_terminal(&p.value))
         })
@@ -1118,10 +1118,10 @@ impl DController {
     // Scaling (and paused deployments)
 
     /// `isScalingEvent`: an active set was sized for another number of replicas.
-    fn is_scaling_event(&self, d: &Value, list: &[Obj]) -> bool {
+    fn is_scaling_event(&self, d: &Tree, list: &[Obj]) -> bool {
         let want = replicas(d);
         list.iter().filter(|rs| replicas(rs) > 0).any(|rs| {
-            annotation(rs, DESIRED_REPLICAS)
+            annotation(&**rs, DESIRED_REPLICAS)
                 .and_then(|x| x.parse::<i64>().ok())
                 .is_some_and(|x| x != want)
         })
@@ -1136,7 +1136,7 @@ impl DController {
     ) -> Res<()> {
         let mut sets = self.sync_revision(key, d, list, false, q).await?;
         self.scale(key, d, &mut sets, q).await?;
-        let paused = d.ptr("/spec/paused").and_then(Value::as_bool) == Some(true);
+        let paused = d.ptr("/spec/paused").and_then(Json::as_bool) == Some(true);
         if paused {
             self.cleanup(key, d, &sets, q).await;
         }
@@ -1145,7 +1145,7 @@ impl DController {
 
     /// `scale`: resizes the one active set, or spreads a change of size over all of them in
     /// proportion to their sizes (proportional scaling of a rollout in progress).
-    async fn scale(&mut self, key: &Key, d: &Value, sets: &mut Sets, q: &mut Queue) -> Res<()> {
+    async fn scale(&mut self, key: &Key, d: &Tree, sets: &mut Sets, q: &mut Queue) -> Res<()> {
         let want = replicas(d);
         let active: Vec<usize> = (0..sets.all.len())
             .filter(|i| replicas(&sets.all[*i]) > 0)
@@ -1196,7 +1196,7 @@ impl DController {
         order.sort_by(|a, b| {
             let (ra, rb) = (&sets.all[*a], &sets.all[*b]);
             let by_size = replicas(rb).cmp(&replicas(ra));
-            let by_age = created_at(ra).cmp(&created_at(rb));
+            let by_age = created_at(&**ra).cmp(&created_at(&**rb));
             by_size.then(if to_add > 0 { by_age.reverse() } else { by_age })
         });
         let mut sizes: BTreeMap<usize, i64> = BTreeMap::new();
@@ -1230,17 +1230,17 @@ impl DController {
     // Cleanup and status
 
     /// `cleanupDeployment`: deletes the oldest idle sets beyond `revisionHistoryLimit`.
-    async fn cleanup(&mut self, key: &Key, d: &Value, sets: &Sets, q: &mut Queue) {
+    async fn cleanup(&mut self, key: &Key, d: &Tree, sets: &Sets, q: &mut Queue) {
         let Some(limit) = i64_at(d, "/spec/revisionHistoryLimit") else {
             return;
         };
         if limit == i64::from(i32::MAX) {
             return;
         }
-        let mut alive: Vec<&Value> = sets
+        let mut alive: Vec<&Tree> = sets
             .olds()
             .map(|i| &*sets.all[i])
-            .filter(|rs| !is_terminating(rs))
+            .filter(|rs| !is_terminating(*rs))
             .collect();
         let diff = alive.len() as i64 - limit.max(0);
         if diff <= 0 {
@@ -1249,8 +1249,8 @@ impl DController {
         alive.sort_by(|a, b| {
             revision(a)
                 .cmp(&revision(b))
-                .then(created_at(a).cmp(&created_at(b)))
-                .then(str_at(a, "/metadata/name").cmp(str_at(b, "/metadata/name")))
+                .then(created_at(*a).cmp(&created_at(*b)))
+                .then(str_at(*a, "/metadata/name").cmp(str_at(*b, "/metadata/name")))
         });
         for rs in alive.into_iter().take(diff as usize) {
             let busy = st(rs, "replicas") != 0
@@ -1268,7 +1268,7 @@ impl DController {
     }
 
     /// `calculateStatus`.
-    fn calculate_status(&self, d: &Value, sets: &Sets) -> Value {
+    fn calculate_status(&self, d: &Tree, sets: &Sets) -> Value {
         let available = sets.sum(|r| st(r, "availableReplicas"));
         let total = sets.sum(replicas);
         let unavailable = (total - available).max(0);
@@ -1291,10 +1291,10 @@ impl DController {
             }
         }
         if let Some(c) = d.ptr("/status/collisionCount") {
-            s.insert("collisionCount".into(), c.clone());
+            s.insert("collisionCount".into(), c.to_value());
         }
         if let Some(c) = d.ptr("/status/conditions") {
-            s.insert("conditions".into(), c.clone());
+            s.insert("conditions".into(), c.to_value());
         }
         let mut status = Value::Object(s);
         let now = self.cluster.server.clock.timestamp();
@@ -1348,7 +1348,7 @@ impl DController {
         if !deadline {
             remove_cond(&mut status, "Progressing");
         }
-        let old_status = d.field("status").cloned().unwrap_or_default();
+        let old_status = d.field("status").map(Tree::to_value).unwrap_or_default();
         let current = get_cond(&old_status, "Progressing").cloned();
         let complete_already = st_of(&status, "replicas") == st_of(&status, "updatedReplicas")
             && current
@@ -1400,7 +1400,7 @@ impl DController {
                 && str_at(cur, "/reason") != "ProgressDeadlineExceeded"
                 && let Some(t) = parse_time(str_at(cur, "/lastUpdateTime"))
             {
-                let secs = i64_at(d, "/spec/progressDeadlineSeconds").unwrap_or(600);
+                let secs = i64_at(&**d, "/spec/progressDeadlineSeconds").unwrap_or(600);
                 let after = until(&self.cluster, t + chrono::Duration::seconds(secs));
                 q.add_after(key.clone(), after.max(Duration::from_secs(1)));
             }
@@ -1410,7 +1410,7 @@ impl DController {
     }
 
     /// `DeploymentTimedOut`.
-    fn timed_out(&self, d: &Value, status: &Value) -> bool {
+    fn timed_out(&self, d: &Tree, status: &Value) -> bool {
         let Some(c) = get_cond(status, "Progressing") else {
             return false;
         };
@@ -1440,11 +1440,11 @@ impl DController {
             return Ok(());
         }
         let paused_cond = reason == Some("DeploymentPaused");
-        let paused = d.ptr("/spec/paused").and_then(Value::as_bool) == Some(true);
+        let paused = d.ptr("/spec/paused").and_then(Json::as_bool) == Some(true);
         if paused == paused_cond {
             return Ok(());
         }
-        let mut status = d.field("status").cloned().unwrap_or_else(|| json!({}));
+        let mut status = d.field("status").map_or_else(|| json!({}), Tree::to_value);
         let now = self.cluster.server.clock.timestamp();
         if paused && !paused_cond {
             set_cond(
@@ -1476,7 +1476,7 @@ impl DController {
 }
 
 /// `NewRSNewReplicas`: how large the new set may be now.
-fn new_rs_new_replicas(d: &Value, sets: &Sets) -> i64 {
+fn new_rs_new_replicas(d: &Tree, sets: &Sets) -> i64 {
     let want = replicas(d);
     let Some(new) = sets.new_rs() else {
         return 0;
@@ -1494,7 +1494,7 @@ fn new_rs_new_replicas(d: &Value, sets: &Sets) -> i64 {
 }
 
 /// `GetProportion`: a set's share of a change of size.
-fn proportion(rs: &Value, d: &Value, to_add: i64, added: i64) -> i64 {
+fn proportion(rs: &Tree, d: &Tree, to_add: i64, added: i64) -> i64 {
     if replicas(rs) == 0 || to_add == 0 || to_add == added {
         return 0;
     }
@@ -1508,7 +1508,7 @@ fn proportion(rs: &Value, d: &Value, to_add: i64, added: i64) -> i64 {
 }
 
 /// `getReplicaSetFraction`.
-fn rs_fraction(rs: &Value, d: &Value) -> i64 {
+fn rs_fraction(rs: &Tree, d: &Tree) -> i64 {
     if replicas(d) == 0 {
         return -replicas(rs);
     }
@@ -1525,12 +1525,12 @@ fn rs_fraction(rs: &Value, d: &Value) -> i64 {
 
 /// `SetNewReplicaSetAnnotations`: copies the deployment's annotations, raises the revision
 /// (keeping the history of revisions the set had), and for a new set the replica annotations.
-fn set_new_rs_annotations(d: &Value, rs: &mut Value, new_revision: i64, exists: bool) -> bool {
+fn set_new_rs_annotations(d: &Tree, rs: &mut Value, new_revision: i64, exists: bool) -> bool {
     let mut changed = false;
     let d_ann = d
         .ptr("/metadata/annotations")
-        .and_then(Value::as_object)
-        .cloned()
+        .and_then(Tree::as_object)
+        .map(crate::tree::Obj::to_map)
         .unwrap_or_default();
     let meta = super::workloads::entry(rs, "metadata");
     let ann = super::workloads::entry(meta, "annotations");
@@ -1600,9 +1600,11 @@ fn set_new_rs_annotations(d: &Value, rs: &mut Value, new_revision: i64, exists: 
 mod tests {
     use super::*;
 
-    fn dep(replicas: i64, surge: Value, unavail: Value) -> Value {
-        json!({"spec": {"replicas": replicas, "strategy": {"type": "RollingUpdate",
-            "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavail}}}})
+    fn dep(replicas: i64, surge: Value, unavail: Value) -> Tree {
+        Tree::from(
+            json!({"spec": {"replicas": replicas, "strategy": {"type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavail}}}}),
+        )
     }
 
     #[test]
@@ -1612,7 +1614,8 @@ mod tests {
         assert_eq!(fenceposts(&dep(4, json!(0), json!(0))), (0, 1));
         assert_eq!(fenceposts(&dep(4, json!(2), json!("50%"))), (2, 2));
         assert_eq!(max_unavailable(&dep(2, json!(0), json!(5))), 2);
-        let recreate = json!({"spec": {"replicas": 3, "strategy": {"type": "Recreate"}}});
+        let recreate =
+            Tree::from(json!({"spec": {"replicas": 3, "strategy": {"type": "Recreate"}}}));
         assert_eq!((max_surge(&recreate), max_unavailable(&recreate)), (0, 0));
     }
 
@@ -1640,8 +1643,10 @@ mod tests {
 
     #[test]
     fn revision_annotations_keep_history() {
-        let d = json!({"metadata": {"annotations": {"team": "a", REVISION: "3"}},
-            "spec": {"replicas": 2}});
+        let d = Tree::from(
+            json!({"metadata": {"annotations": {"team": "a", REVISION: "3"}},
+            "spec": {"replicas": 2}}),
+        );
         let mut rs = json!({"metadata": {"annotations": {REVISION: "1"}}});
         assert!(set_new_rs_annotations(&d, &mut rs, 4, true));
         assert_eq!(annotation(&rs, REVISION), Some("4"));
@@ -1653,8 +1658,9 @@ mod tests {
     #[test]
     fn proportional_fraction() {
         let d = dep(20, json!(3), json!(2));
-        let rs =
-            json!({"metadata": {"annotations": {MAX_REPLICAS: "13"}}, "spec": {"replicas": 5}});
+        let rs = Tree::from(
+            json!({"metadata": {"annotations": {MAX_REPLICAS: "13"}}, "spec": {"replicas": 5}}),
+        );
         // 5 * 23 / 13 = 8.8 → 9: four more.
         assert_eq!(rs_fraction(&rs, &d), 4);
         assert_eq!(proportion(&rs, &d, 10, 8), 2);

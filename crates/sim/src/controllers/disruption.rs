@@ -26,7 +26,8 @@
 //! used it. Status is written only when it changes, with the PDB's resourceVersion as a
 //! precondition, so an eviction recorded meanwhile is never lost.
 
-use crate::json::{Field, Ptr};
+use crate::json::Field;
+use crate::tree::Tree;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +39,7 @@ use tokio::time::Instant;
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
     Key, PodIndex, Timers, after, controller_ref, instant_at, is_deleting, key_of, parse_time,
-    pod_ready, sleep_until_opt, str_at, uid_of,
+    pod_ready, same_map, sleep_until_opt, str_at, uid_of,
 };
 use crate::error::ApiError;
 use crate::selector::LabelSelector;
@@ -225,7 +226,7 @@ pub fn spawn(cluster: Cluster, config: DisruptionConfig) -> tokio::task::JoinHan
     })
 }
 
-fn pdb_selector(v: &Value) -> (Option<LabelSelector>, Vec<(String, String)>) {
+fn pdb_selector(v: &Tree) -> (Option<LabelSelector>, Vec<(String, String)>) {
     let Some(sel) = v.ptr("/spec/selector").filter(|s| !s.is_null()) else {
         return (None, Vec::new());
     };
@@ -233,10 +234,10 @@ fn pdb_selector(v: &Value) -> (Option<LabelSelector>, Vec<(String, String)>) {
         Ok(s) if !s.is_empty() => {
             let pairs = sel
                 .field("matchLabels")
-                .and_then(Value::as_object)
+                .and_then(Tree::as_object)
                 .map(|m| {
                     m.iter()
-                        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                        .filter_map(|(k, v)| v.as_str().map(|s| (k.to_string(), s.to_string())))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -259,7 +260,7 @@ struct PdbPod {
 }
 
 impl PdbPod {
-    fn of(pod: &Value) -> PdbPod {
+    fn of(pod: &Tree) -> PdbPod {
         PdbPod {
             name: str_at(pod, "/metadata/name").to_string(),
             deleting: is_deleting(pod),
@@ -271,12 +272,12 @@ impl PdbPod {
 }
 
 /// `intstr.GetScaledValueFromIntOrPercent(v, total, roundUp=true)`.
-fn scaled(v: &Value, total: i64) -> Result<i64, String> {
+fn scaled(v: &Tree, total: i64) -> Result<i64, String> {
     match v {
-        Value::Number(n) => n
+        Tree::Number(n) => n
             .as_i64()
             .ok_or_else(|| format!("invalid value for IntOrString: {n}")),
-        Value::String(s) => {
+        Tree::String(s) => {
             let pct = s
                 .strip_suffix('%')
                 .and_then(|p| p.parse::<i64>().ok())
@@ -386,14 +387,14 @@ impl State {
     }
 
     /// Marks the budgets whose selector matches `pod`.
-    fn mark_pdbs_for(&mut self, pod: &Value) {
+    fn mark_pdbs_for(&mut self, pod: &Tree) {
         let ns = str_at(pod, "/metadata/namespace");
         let Some(idx) = self.pdb_index.get(ns) else {
             return;
         };
         let labels = pod.ptr("/metadata/labels");
         let mut names: Vec<&String> = idx.any.iter().collect();
-        if let Some(m) = labels.and_then(Value::as_object) {
+        if let Some(m) = labels.and_then(Tree::as_object) {
             for (k, v) in m {
                 if let Some(set) = v
                     .as_str()
@@ -461,10 +462,10 @@ impl State {
         }
     }
 
-    fn ctrl_of(v: &Value, kind: &str) -> Ctrl {
+    fn ctrl_of(v: &Tree, kind: &str) -> Ctrl {
         Ctrl {
             kind: kind.to_string(),
-            replicas: v.ptr("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
+            replicas: v.ptr("/spec/replicas").and_then(Tree::as_i64).unwrap_or(1),
             owner: controller_ref(v).map(|(_, k, _, u)| (k.to_string(), u.to_string())),
         }
     }
@@ -558,7 +559,7 @@ impl State {
             let r = o
                 .value
                 .ptr("/spec/replicas")
-                .and_then(Value::as_i64)
+                .and_then(Tree::as_i64)
                 .unwrap_or(1);
             return Ok(Some((uid.to_string(), r)));
         }
@@ -606,7 +607,7 @@ impl State {
                 let max = scaled(mu, expected)?;
                 (expected, expected.saturating_sub(max).max(0))
             }
-            (_, Some(Value::Number(n))) => (pods.len() as i64, n.as_i64().unwrap_or(0)),
+            (_, Some(Tree::Number(n))) => (pods.len() as i64, n.as_i64().unwrap_or(0)),
             (_, Some(ma)) if !ma.is_null() => {
                 let expected = self.expected_scale(&ns, &pods, &mut deps).await?;
                 (expected, scaled(ma, expected)?)
@@ -619,7 +620,7 @@ impl State {
             .obj
             .value
             .ptr("/status/disruptedPods")
-            .and_then(Value::as_object);
+            .and_then(Tree::as_object);
         let mut disrupted = Map::new();
         let mut recheck: Option<DateTime<Utc>> = None;
         if let Some(rec) = recorded {
@@ -643,7 +644,7 @@ impl State {
                 {
                     recheck = Some(e);
                 }
-                disrupted.insert(name.to_string(), ts.clone());
+                disrupted.insert(name.to_string(), ts.to_value());
             }
         }
         let healthy = pods
@@ -699,7 +700,7 @@ impl State {
             let Some(new_status) = new_status else {
                 return Ok(()); // up to date
             };
-            let mut obj = cur.value.clone();
+            let mut obj = cur.value.to_value();
             obj["status"] = new_status;
             let c = self.cluster.clone();
             match c.update_status(&c.res.pdbs, obj).await {
@@ -765,46 +766,42 @@ fn set_condition(
     }
 }
 
-fn int_at(v: &Value, ptr: &str) -> i64 {
-    v.ptr(ptr).and_then(Value::as_i64).unwrap_or(0)
+fn int_at(v: &Tree, ptr: &str) -> i64 {
+    v.ptr(ptr).and_then(Tree::as_i64).unwrap_or(0)
 }
 
 /// The new status, or `None` when the current one is up to date (`updatePdbStatus`).
-fn status_for(pdb: &Value, c: &Computed, now: &str) -> Option<Value> {
+fn status_for(pdb: &Tree, c: &Computed, now: &str) -> Option<Value> {
     let generation = int_at(pdb, "/metadata/generation");
     let mut allowed = c.healthy.saturating_sub(c.desired);
     if c.expected <= 0 || allowed <= 0 {
         allowed = 0;
     }
     let st = &pdb["status"];
-    let cur_disrupted = st
-        .field("disruptedPods")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let cur_disrupted = st.field("disruptedPods").and_then(Tree::as_object);
     let cond_ok = st
         .field("conditions")
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|x| x["type"] == CONDITION))
+        .and_then(Tree::as_array)
+        .and_then(|cs| cs.iter().find(|x| x["type"].as_str() == Some(CONDITION)))
         .is_some_and(|x| {
-            x.field("observedGeneration").and_then(Value::as_i64)
-                == st.field("observedGeneration").and_then(Value::as_i64)
-                && (x["status"] == "True") == (int_at(st, "/disruptionsAllowed") > 0)
+            x.field("observedGeneration").and_then(Tree::as_i64)
+                == st.field("observedGeneration").and_then(Tree::as_i64)
+                && (x["status"].as_str() == Some("True")) == (int_at(st, "/disruptionsAllowed") > 0)
         });
     if int_at(st, "/currentHealthy") == c.healthy
         && int_at(st, "/desiredHealthy") == c.desired
         && int_at(st, "/expectedPods") == c.expected
-        && st.field("disruptionsAllowed").and_then(Value::as_i64) == Some(allowed)
-        && cur_disrupted == c.disrupted
-        && st.field("observedGeneration").and_then(Value::as_i64) == Some(generation)
+        && st.field("disruptionsAllowed").and_then(Tree::as_i64) == Some(allowed)
+        && same_map(cur_disrupted, &c.disrupted)
+        && st.field("observedGeneration").and_then(Tree::as_i64) == Some(generation)
         && cond_ok
     {
         return None;
     }
-    let mut conds = st
+    let mut conds: Vec<Value> = st
         .field("conditions")
-        .and_then(Value::as_array)
-        .cloned()
+        .and_then(Tree::as_array)
+        .map(|cs| cs.iter().map(Tree::to_value).collect())
         .unwrap_or_default();
     if allowed > 0 {
         set_condition(&mut conds, "True", "SufficientPods", "", generation, now);
@@ -825,9 +822,9 @@ fn status_for(pdb: &Value, c: &Computed, now: &str) -> Option<Value> {
 }
 
 /// `failSafe`: no disruption allowed, condition `SyncFailed`; `observedGeneration` unchanged.
-fn fail_safe(pdb: &Value, msg: &str, now: &str) -> Option<Value> {
+fn fail_safe(pdb: &Tree, msg: &str, now: &str) -> Option<Value> {
     let mut st = match pdb.field("status") {
-        Some(Value::Object(m)) => m.clone(),
+        Some(Tree::Object(m)) => m.to_map(),
         _ => Map::new(),
     };
     let observed = st
@@ -864,16 +861,16 @@ mod tests {
 
     #[test]
     fn percentages_round_up() {
-        assert_eq!(scaled(&json!("50%"), 3), Ok(2));
-        assert_eq!(scaled(&json!("34%"), 3), Ok(2));
-        assert_eq!(scaled(&json!("0%"), 3), Ok(0));
-        assert_eq!(scaled(&json!(2), 3), Ok(2));
-        assert!(scaled(&json!("x%"), 3).is_err());
+        assert_eq!(scaled(&Tree::from(json!("50%")), 3), Ok(2));
+        assert_eq!(scaled(&Tree::from(json!("34%")), 3), Ok(2));
+        assert_eq!(scaled(&Tree::from(json!("0%")), 3), Ok(0));
+        assert_eq!(scaled(&Tree::from(json!(2)), 3), Ok(2));
+        assert!(scaled(&Tree::from(json!("x%")), 3).is_err());
     }
 
     #[test]
     fn status_written_only_on_change() {
-        let pdb = json!({"metadata": {"generation": 2}, "status": {}});
+        let pdb = Tree::from(json!({"metadata": {"generation": 2}, "status": {}}));
         let c = Computed {
             expected: 3,
             desired: 2,
@@ -886,7 +883,7 @@ mod tests {
         assert_eq!(st["disruptionsAllowed"], 1);
         assert_eq!(st["observedGeneration"], 2);
         assert_eq!(st["conditions"][0]["reason"], "SufficientPods");
-        let pdb = json!({"metadata": {"generation": 2}, "status": st});
+        let pdb = Tree::from(json!({"metadata": {"generation": 2}, "status": st}));
         assert!(status_for(&pdb, &c, "2024-01-01T00:01:00Z").is_none());
         let none = Computed {
             expected: 0,

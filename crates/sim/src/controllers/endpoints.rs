@@ -28,7 +28,8 @@
 //! This file also holds small helpers the other controllers of this directory share
 //! ([`PodIndex`], [`Timers`], time parsing).
 
-use crate::json::{Field, Ptr};
+use crate::json::{Field, Json, Ptr};
+use crate::tree::{Obj, Tree};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,14 +81,14 @@ impl Default for EndpointsConfig {
 pub(crate) type Key = (String, String);
 
 /// `metadata.namespace` and `metadata.name` ("" when absent).
-pub(crate) fn ns_name(v: &Value) -> (&str, &str) {
+pub(crate) fn ns_name<V: Json>(v: &V) -> (&str, &str) {
     (
         str_at(v, "/metadata/namespace"),
         str_at(v, "/metadata/name"),
     )
 }
 
-pub(crate) fn key_of(v: &Value) -> Key {
+pub(crate) fn key_of<V: Json>(v: &V) -> Key {
     let (ns, name) = ns_name(v);
     (ns.to_string(), name.to_string())
 }
@@ -106,53 +107,64 @@ pub(crate) fn set_in(v: &mut Value, path: &[&str], val: Value) {
     *cur = val;
 }
 
-pub(crate) fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.ptr(ptr).and_then(Value::as_str).unwrap_or("")
+pub(crate) fn str_at<'a, V: Json>(v: &'a V, ptr: &str) -> &'a str {
+    v.ptr(ptr).and_then(Json::as_str).unwrap_or("")
 }
 
-pub(crate) fn uid_of(v: &Value) -> &str {
+pub(crate) fn uid_of<V: Json>(v: &V) -> &str {
     str_at(v, "/metadata/uid")
 }
 
-pub(crate) fn is_deleting(v: &Value) -> bool {
+pub(crate) fn is_deleting<V: Json>(v: &V) -> bool {
     v.ptr("/metadata/deletionTimestamp")
         .is_some_and(|t| !t.is_null())
 }
 
 /// A pod's `Ready` condition is `True` (`podutil.IsPodReady`).
-pub(crate) fn pod_ready(pod: &Value) -> bool {
+pub(crate) fn pod_ready<V: Json>(pod: &V) -> bool {
     pod.ptr("/status/conditions")
-        .and_then(Value::as_array)
+        .and_then(Json::as_array)
         .is_some_and(|cs| {
             cs.iter().any(|c| {
-                c.field("type").and_then(Value::as_str) == Some("Ready")
-                    && c.field("status").and_then(Value::as_str) == Some("True")
+                c.field("type").and_then(Json::as_str) == Some("Ready")
+                    && c.field("status").and_then(Json::as_str) == Some("True")
             })
         })
 }
 
-pub(crate) fn pod_terminal(pod: &Value) -> bool {
+pub(crate) fn pod_terminal<V: Json>(pod: &V) -> bool {
     matches!(str_at(pod, "/status/phase"), "Succeeded" | "Failed")
 }
 
 /// The string labels of an object.
-pub(crate) fn label_pairs(v: &Value) -> Vec<(String, String)> {
+pub(crate) fn label_pairs<V: Json>(v: &V) -> Vec<(String, String)> {
     v.ptr("/metadata/labels")
-        .and_then(Value::as_object)
+        .and_then(Json::entries)
         .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+            m.filter_map(|(k, v)| v.as_str().map(|s| (k.to_string(), s.to_string())))
                 .collect()
         })
         .unwrap_or_default()
 }
 
+/// Whether a stored object's map equals `m` (an absent map equals an empty one).
+pub(crate) fn same_map(o: Option<&Obj>, m: &Map<String, Value>) -> bool {
+    match o {
+        Some(o) => {
+            o.len() == m.len()
+                && o.iter()
+                    .all(|(k, v)| crate::json::get(m, k).is_some_and(|w| v == w))
+        }
+        None => m.is_empty(),
+    }
+}
+
 /// The `ownerReference` with `controller: true`, as (apiVersion, kind, name, uid).
-pub(crate) fn controller_ref(v: &Value) -> Option<(&str, &str, &str, &str)> {
+pub(crate) fn controller_ref<V: Json>(v: &V) -> Option<(&str, &str, &str, &str)> {
     v.ptr("/metadata/ownerReferences")
-        .and_then(Value::as_array)?
+        .and_then(Json::as_array)?
         .iter()
-        .find(|r| r.field("controller").and_then(Value::as_bool) == Some(true))
+        .find(|r| r.field("controller").and_then(Json::as_bool) == Some(true))
         .map(|r| {
             (
                 str_at(r, "/apiVersion"),
@@ -315,11 +327,11 @@ impl<T> PodIndex<T> {
         }
         let (ns, name) = (ns.to_string(), name.to_string());
         let old = self.remove(&ns, &name);
-        if let Some(labels) = obj.value.ptr("/metadata/labels").and_then(Value::as_object) {
+        if let Some(labels) = obj.value.ptr("/metadata/labels").and_then(Tree::as_object) {
             let idx = self.by_label.entry(ns.clone()).or_default();
             for (k, v) in labels {
                 if let Some(v) = v.as_str() {
-                    idx.entry(k.clone())
+                    idx.entry(k.to_string())
                         .or_default()
                         .entry(v.to_string())
                         .or_default()
@@ -344,7 +356,7 @@ impl<T> PodIndex<T> {
             .obj
             .value
             .ptr("/metadata/labels")
-            .and_then(Value::as_object)
+            .and_then(Tree::as_object)
             && let Some(idx) = self.by_label.get_mut(ns)
         {
             for (k, v) in labels {
@@ -411,19 +423,19 @@ struct Svc {
     selector: Option<BTreeMap<String, String>>,
 }
 
-fn service_selector(v: &Value) -> Option<BTreeMap<String, String>> {
-    let m = v.ptr("/spec/selector").and_then(Value::as_object)?;
+fn service_selector(v: &Tree) -> Option<BTreeMap<String, String>> {
+    let m = v.ptr("/spec/selector").and_then(Tree::as_object)?;
     let sel: BTreeMap<String, String> = m
         .iter()
-        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+        .filter_map(|(k, v)| v.as_str().map(|s| (k.to_string(), s.to_string())))
         .collect();
     if sel.is_empty() { None } else { Some(sel) }
 }
 
-fn selector_matches(sel: &BTreeMap<String, String>, pod: &Value) -> bool {
-    let labels = pod.ptr("/metadata/labels").and_then(Value::as_object);
+fn selector_matches(sel: &BTreeMap<String, String>, pod: &Tree) -> bool {
+    let labels = pod.ptr("/metadata/labels").and_then(Tree::as_object);
     sel.iter()
-        .all(|(k, v)| labels.and_then(|l| l.get(k)).and_then(Value::as_str) == Some(v.as_str()))
+        .all(|(k, v)| labels.and_then(|l| l.get(k)).and_then(Tree::as_str) == Some(v.as_str()))
 }
 
 struct State {
@@ -570,7 +582,7 @@ impl State {
     }
 
     /// Marks the Services in `ns` whose selector matches `pod`.
-    fn mark_services_for(&mut self, pod: &Value) {
+    fn mark_services_for(&mut self, pod: &Tree) {
         let ns = str_at(pod, "/metadata/namespace").to_string();
         let mut hits = Vec::new();
         for (k, v) in label_pairs(pod) {
@@ -760,8 +772,8 @@ impl State {
         let truncated = truncate(&mut subsets, self.cfg.max_capacity);
         let mut labels = svc
             .ptr("/metadata/labels")
-            .and_then(Value::as_object)
-            .cloned()
+            .and_then(Tree::as_object)
+            .map(Obj::to_map)
             .unwrap_or_default();
         let ip = str_at(svc, "/spec/clusterIP");
         if ip.is_empty() || ip == "None" {
@@ -772,15 +784,11 @@ impl State {
             Some(cur) => {
                 let same_subsets = cur
                     .field("subsets")
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
+                    .and_then(Tree::as_array)
                     .unwrap_or_default()
                     == subsets.as_slice();
-                let cur_labels = cur.ptr("/metadata/labels").and_then(Value::as_object);
-                let same_labels = match cur_labels {
-                    Some(l) => *l == labels,
-                    None => labels.is_empty(),
-                };
+                let cur_labels = cur.ptr("/metadata/labels").and_then(Tree::as_object);
+                let same_labels = same_map(cur_labels, &labels);
                 let cur_truncated = cur
                     .ptr("/metadata/annotations")
                     .and_then(|a| a.get(OVER_CAPACITY))
@@ -788,7 +796,9 @@ impl State {
                 if same_subsets && same_labels && cur_truncated == truncated {
                     return None;
                 }
-                cur.field("metadata").cloned().unwrap_or_else(|| json!({}))
+                cur.field("metadata")
+                    .map(Tree::to_value)
+                    .unwrap_or_else(|| json!({}))
             }
             None => json!({"name": key.1, "namespace": key.0}),
         };
@@ -864,30 +874,24 @@ pub(crate) struct EpPod {
 }
 
 impl EpPod {
-    pub(crate) fn of(pod: &Value) -> EpPod {
+    pub(crate) fn of<V: Json>(pod: &V) -> EpPod {
         let mut ports = Vec::new();
         for (i, path) in ["/spec/containers", "/spec/initContainers"]
             .iter()
             .enumerate()
         {
-            for c in pod
-                .ptr(path)
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
+            for c in pod.ptr(path).and_then(Json::as_array).unwrap_or_default() {
                 // Init containers count only as sidecars (restartPolicy Always).
                 if i == 1 && str_at(c, "/restartPolicy") != "Always" {
                     continue;
                 }
                 for p in c
                     .field("ports")
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
+                    .and_then(Json::as_array)
                     .unwrap_or_default()
                 {
                     let name = str_at(p, "/name");
-                    let Some(n) = p.field("containerPort").and_then(Value::as_i64) else {
+                    let Some(n) = p.field("containerPort").and_then(Json::as_i64) else {
                         continue;
                     };
                     if name.is_empty() {
@@ -924,13 +928,13 @@ struct SvcPort {
     target: Value,
 }
 
-fn service_ports(svc: &Value) -> Vec<SvcPort> {
+fn service_ports<V: Json>(svc: &V) -> Vec<SvcPort> {
     svc.ptr("/spec/ports")
-        .and_then(Value::as_array)
+        .and_then(Json::as_array)
         .map(|ps| {
             ps.iter()
                 .map(|p| {
-                    let port = p.field("port").and_then(Value::as_i64).unwrap_or(0);
+                    let port = p.field("port").and_then(Json::as_i64).unwrap_or(0);
                     SvcPort {
                         name: str_at(p, "/name").to_string(),
                         protocol: match str_at(p, "/protocol") {
@@ -939,11 +943,11 @@ fn service_ports(svc: &Value) -> Vec<SvcPort> {
                         },
                         app_protocol: p
                             .field("appProtocol")
-                            .and_then(Value::as_str)
+                            .and_then(Json::as_str)
                             .map(str::to_string),
                         target: match p.field("targetPort") {
-                            None | Some(Value::Null) => json!(port),
-                            Some(t) => t.clone(),
+                            Some(t) if !t.is_null() => t.to_value(),
+                            _ => json!(port),
                         },
                     }
                 })
@@ -969,13 +973,13 @@ fn find_port(pod: &EpPod, sp: &SvcPort) -> Option<i64> {
     }
 }
 
-fn pod_ip(pod: &Value) -> Option<&str> {
+fn pod_ip<V: Json>(pod: &V) -> Option<&str> {
     let ip = str_at(pod, "/status/podIP");
     if !ip.is_empty() {
         return Some(ip);
     }
     pod.ptr("/status/podIPs/0/ip")
-        .and_then(Value::as_str)
+        .and_then(Json::as_str)
         .filter(|s| !s.is_empty())
 }
 
@@ -1008,11 +1012,11 @@ fn address(svc_ns: &str, svc_name: &str, l: &Listed) -> Value {
 }
 
 /// The subsets of a Service's Endpoints for the pods (of its namespace) its selector matches.
-fn desired_subsets(svc: &Value, pods: &[&EpPod]) -> Vec<Value> {
+fn desired_subsets<V: Json>(svc: &V, pods: &[&EpPod]) -> Vec<Value> {
     let (svc_ns, svc_name) = ns_name(svc);
     let publish = svc
         .ptr("/spec/publishNotReadyAddresses")
-        .and_then(Value::as_bool)
+        .and_then(Json::as_bool)
         .unwrap_or(false);
     let headless = str_at(svc, "/spec/clusterIP") == "None";
     let ports = service_ports(svc);

@@ -21,7 +21,8 @@
 //! owners are simply not observed yet are safe. Owner kinds the server does not serve are left
 //! alone (the real collector retries them forever).
 
-use crate::json::{Field, Ptr};
+use crate::json::Ptr;
+use crate::tree::Tree;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -70,9 +71,9 @@ struct OwnerRef {
     block: bool,
 }
 
-fn owner_refs(v: &Value) -> Vec<OwnerRef> {
+fn owner_refs(v: &Tree) -> Vec<OwnerRef> {
     v.ptr("/metadata/ownerReferences")
-        .and_then(Value::as_array)
+        .and_then(Tree::as_array)
         .map(|a| {
             a.iter()
                 .map(|r| OwnerRef {
@@ -80,7 +81,7 @@ fn owner_refs(v: &Value) -> Vec<OwnerRef> {
                     api_version: str_at(r, "/apiVersion").to_string(),
                     kind: str_at(r, "/kind").to_string(),
                     name: str_at(r, "/name").to_string(),
-                    block: r.field("blockOwnerDeletion").and_then(Value::as_bool) == Some(true),
+                    block: r.field("blockOwnerDeletion").and_then(Tree::as_bool) == Some(true),
                 })
                 .filter(|r| !r.uid.is_empty())
                 .collect()
@@ -88,9 +89,9 @@ fn owner_refs(v: &Value) -> Vec<OwnerRef> {
         .unwrap_or_default()
 }
 
-fn has_finalizer(v: &Value, f: &str) -> bool {
+fn has_finalizer(v: &Tree, f: &str) -> bool {
     v.ptr("/metadata/finalizers")
-        .and_then(Value::as_array)
+        .and_then(Tree::as_array)
         .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(f)))
 }
 
@@ -624,7 +625,7 @@ impl State {
                 Err(e) if e.code == 404 => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let mut obj = cur.value.clone();
+            let mut obj = cur.value.to_value();
             let refs: Vec<Value> = obj
                 .ptr("/metadata/ownerReferences")
                 .and_then(Value::as_array)
@@ -672,7 +673,7 @@ impl State {
             if !has_finalizer(&cur.value, fin) {
                 return Ok(());
             }
-            let mut obj = cur.value.clone();
+            let mut obj = cur.value.to_value();
             let fins: Vec<Value> = obj
                 .ptr("/metadata/finalizers")
                 .and_then(Value::as_array)

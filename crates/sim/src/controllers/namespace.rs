@@ -16,7 +16,7 @@
 //!   subresource, after which the API server removes the namespace (unless other finalizers
 //!   remain, which belong to others).
 
-use crate::json::Ptr;
+use crate::tree::Tree;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,11 +112,11 @@ pub fn spawn(cluster: Cluster, config: NamespaceConfig) -> tokio::task::JoinHand
     })
 }
 
-fn needs_work(ns: &Value) -> bool {
+fn needs_work(ns: &Tree) -> bool {
     is_deleting(ns)
         && ns
             .ptr("/spec/finalizers")
-            .and_then(Value::as_array)
+            .and_then(Tree::as_array)
             .is_some_and(|a| a.iter().any(|f| f.as_str() == Some(FINALIZER)))
 }
 
@@ -248,7 +248,7 @@ impl State {
                 if is_pods && !pod_terminal(v) {
                     let grace = v
                         .ptr("/spec/terminationGracePeriodSeconds")
-                        .and_then(Value::as_i64)
+                        .and_then(Tree::as_i64)
                         .unwrap_or(30);
                     t.estimate = t.estimate.max(grace);
                 }
@@ -274,8 +274,7 @@ impl State {
                     left += 1;
                     for f in v
                         .ptr("/metadata/finalizers")
-                        .and_then(Value::as_array)
-                        .map(Vec::as_slice)
+                        .and_then(Tree::as_array)
                         .unwrap_or_default()
                     {
                         if let Some(f) = f.as_str() {
@@ -294,7 +293,7 @@ impl State {
         t
     }
 
-    async fn update_conditions(&self, ns: &Value, t: &Totals) -> Result<(), ApiError> {
+    async fn update_conditions(&self, ns: &Tree, t: &Totals) -> Result<(), ApiError> {
         let now = self.cluster.server.clock.timestamp();
         let content_failure = if t.failures.is_empty() {
             None
@@ -376,8 +375,8 @@ impl State {
         ];
         let old: Vec<Value> = ns
             .ptr("/status/conditions")
-            .and_then(Value::as_array)
-            .cloned()
+            .and_then(Tree::as_array)
+            .map(|a| a.iter().map(Tree::to_value).collect())
             .unwrap_or_default();
         let mut conds = Vec::new();
         for (ty, bad, ok_reason, ok_msg) in wanted {
@@ -422,15 +421,15 @@ impl State {
         let fins: Vec<Value> = cur
             .value
             .ptr("/spec/finalizers")
-            .and_then(Value::as_array)
+            .and_then(Tree::as_array)
             .map(|a| {
                 a.iter()
                     .filter(|f| f.as_str() != Some(FINALIZER))
-                    .cloned()
+                    .map(Tree::to_value)
                     .collect()
             })
             .unwrap_or_default();
-        let mut obj = cur.value.clone();
+        let mut obj = cur.value.to_value();
         set_in(&mut obj, &["spec", "finalizers"], Value::Array(fins));
         tracing::debug!(namespace = name, "namespace emptied: finalizing");
         match rest::update(

@@ -35,7 +35,8 @@
 //! Costs: one pass over the nodes per monitor period (writes only on change), a node's pods are
 //! visited only when its NoExecute taints or readiness change, a pod event costs O(taints).
 
-use crate::json::{Field, Ptr};
+use crate::json::Ptr;
+use crate::tree::Tree;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,9 +139,9 @@ impl Toleration {
     }
 }
 
-fn taints_of(node: &Value) -> Vec<Taint> {
+fn taints_of(node: &Tree) -> Vec<Taint> {
     node.ptr("/spec/taints")
-        .and_then(Value::as_array)
+        .and_then(Tree::as_array)
         .map(|a| {
             a.iter()
                 .map(|t| Taint {
@@ -149,7 +150,7 @@ fn taints_of(node: &Value) -> Vec<Taint> {
                     effect: str_at(t, "/effect").to_string(),
                     time_added: t
                         .field("timeAdded")
-                        .and_then(Value::as_str)
+                        .and_then(Tree::as_str)
                         .and_then(parse_time),
                 })
                 .collect()
@@ -157,27 +158,27 @@ fn taints_of(node: &Value) -> Vec<Taint> {
         .unwrap_or_default()
 }
 
-fn no_execute_taints(node: &Value) -> Vec<Taint> {
+fn no_execute_taints(node: &Tree) -> Vec<Taint> {
     taints_of(node)
         .into_iter()
         .filter(|t| t.effect == NO_EXECUTE)
         .collect()
 }
 
-fn has_taint(node: &Value, key: &str, effect: &str) -> bool {
+fn has_taint(node: &Tree, key: &str, effect: &str) -> bool {
     node.ptr("/spec/taints")
-        .and_then(Value::as_array)
+        .and_then(Tree::as_array)
         .is_some_and(|a| {
             a.iter()
                 .any(|t| str_at(t, "/key") == key && str_at(t, "/effect") == effect)
         })
 }
 
-fn condition<'a>(node: &'a Value, ty: &str) -> Option<&'a Value> {
+fn condition<'a>(node: &'a Tree, ty: &str) -> Option<&'a Tree> {
     node.ptr("/status/conditions")
-        .and_then(Value::as_array)?
+        .and_then(Tree::as_array)?
         .iter()
-        .find(|c| c["type"] == ty)
+        .find(|c| c["type"].as_str() == Some(ty))
 }
 
 /// The status of a node's Ready condition.
@@ -190,7 +191,7 @@ enum Rs {
 }
 
 impl Rs {
-    fn of(cond: &Value) -> Rs {
+    fn of(cond: &Tree) -> Rs {
         match str_at(cond, "/status") {
             "True" => Rs::True,
             "False" => Rs::False,
@@ -200,18 +201,18 @@ impl Rs {
     }
 }
 
-fn ready_status(node: &Value) -> Option<Rs> {
+fn ready_status(node: &Tree) -> Option<Rs> {
     condition(node, "Ready").map(Rs::of)
 }
 
 /// `nodetopology.GetZoneKey`.
-fn zone_key(node: &Value) -> String {
+fn zone_key(node: &Tree) -> String {
     let l = |a: &str, b: &str| {
         let labels = node.ptr("/metadata/labels");
         labels
             .and_then(|m| m.get(a))
             .or_else(|| labels.and_then(|m| m.get(b)))
-            .and_then(Value::as_str)
+            .and_then(Tree::as_str)
             .unwrap_or("")
             .to_string()
     };
@@ -274,13 +275,13 @@ struct PodInfo {
     since: DateTime<Utc>,
 }
 
-fn pod_info(v: &Value, since: DateTime<Utc>) -> PodInfo {
+fn pod_info(v: &Tree, since: DateTime<Utc>) -> PodInfo {
     PodInfo {
         node: str_at(v, "/spec/nodeName").to_string(),
         uid: uid_of(v).to_string(),
         tolerations: v
             .ptr("/spec/tolerations")
-            .and_then(Value::as_array)
+            .and_then(Tree::as_array)
             .map(|a| {
                 a.iter()
                     .map(|t| Toleration {
@@ -288,7 +289,7 @@ fn pod_info(v: &Value, since: DateTime<Utc>) -> PodInfo {
                         operator: str_at(t, "/operator").to_string(),
                         value: str_at(t, "/value").to_string(),
                         effect: str_at(t, "/effect").to_string(),
-                        seconds: t.field("tolerationSeconds").and_then(Value::as_i64),
+                        seconds: t.field("tolerationSeconds").and_then(Tree::as_i64),
                     })
                     .collect()
             })
@@ -549,9 +550,9 @@ impl State {
     }
 
     fn on_lease(&mut self, c: Change) {
-        let renew = |v: &Value| {
+        let renew = |v: &Tree| {
             v.ptr("/spec/renewTime")
-                .and_then(Value::as_str)
+                .and_then(Tree::as_str)
                 .and_then(parse_time)
         };
         match c {
@@ -593,7 +594,7 @@ impl State {
         }
     }
 
-    fn put_pod(&mut self, v: &Value) {
+    fn put_pod(&mut self, v: &Tree) {
         let key = key_of(v);
         let now = self.now();
         let node = str_at(v, "/spec/nodeName");
@@ -691,8 +692,7 @@ impl State {
         let mut want: BTreeSet<&str> = BTreeSet::new();
         for c in v
             .ptr("/status/conditions")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
+            .and_then(Tree::as_array)
             .unwrap_or_default()
         {
             let key = match (str_at(c, "/type"), str_at(c, "/status")) {
@@ -706,7 +706,7 @@ impl State {
             };
             want.insert(key);
         }
-        if v.ptr("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+        if v.ptr("/spec/unschedulable").and_then(Tree::as_bool) == Some(true) {
             want.insert(TAINT_UNSCHEDULABLE);
         }
         let managed = [
@@ -720,11 +720,10 @@ impl State {
         ];
         let have: BTreeSet<&str> = v
             .ptr("/spec/taints")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
+            .and_then(Tree::as_array)
             .unwrap_or_default()
             .iter()
-            .filter(|t| str_at(t, "/effect") == NO_SCHEDULE)
+            .filter(|t| str_at(*t, "/effect") == NO_SCHEDULE)
             .map(|t| str_at(t, "/key"))
             .filter(|k| managed.contains(k))
             .collect();
@@ -761,15 +760,15 @@ impl State {
             let old: Vec<Value> = cur
                 .value
                 .ptr("/spec/taints")
-                .and_then(Value::as_array)
-                .cloned()
+                .and_then(Tree::as_array)
+                .map(|a| a.iter().map(Tree::to_value).collect())
                 .unwrap_or_default();
             let mut new: Vec<Value> = old
                 .iter()
                 .filter(|t| {
                     !remove
                         .iter()
-                        .any(|(k, e)| str_at(t, "/key") == *k && str_at(t, "/effect") == *e)
+                        .any(|(k, e)| str_at(*t, "/key") == *k && str_at(*t, "/effect") == *e)
                 })
                 .cloned()
                 .collect();
@@ -785,7 +784,7 @@ impl State {
             if new == old {
                 return Ok(());
             }
-            let mut obj = cur.value.clone();
+            let mut obj = cur.value.to_value();
             if new.is_empty() {
                 if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
                     spec.remove("taints");
@@ -897,7 +896,7 @@ impl State {
             "taint-eviction-controller",
         )
         .await;
-        let mut with_cond = pod.value.clone();
+        let mut with_cond = pod.value.to_value();
         let now = c.server.clock.timestamp();
         let cond = json!({"type": "DisruptionTarget", "status": "True", "lastTransitionTime": now,
             "reason": "DeletionByTaintManager", "message": "Taint manager: deleting due to NoExecute taint"});
@@ -1077,8 +1076,8 @@ impl State {
             let created = str_at(v, "/metadata/creationTimestamp");
             let mut conds: Vec<Value> = v
                 .ptr("/status/conditions")
-                .and_then(Value::as_array)
-                .cloned()
+                .and_then(Tree::as_array)
+                .map(|a| a.iter().map(Tree::to_value).collect())
                 .unwrap_or_default();
             for ty in ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"] {
                 match conds.iter_mut().find(|c| c["type"] == ty) {
@@ -1095,10 +1094,15 @@ impl State {
                     }
                 }
             }
-            if conds.iter().find(|c| c["type"] == "Ready") == ready {
+            let unchanged = match (conds.iter().find(|c| c["type"] == "Ready"), ready) {
+                (Some(new), Some(old)) => new == old,
+                (None, None) => true,
+                _ => false,
+            };
+            if unchanged {
                 return Ok(Some((observed, Some(Rs::Unknown))));
             }
-            let mut obj = v.clone();
+            let mut obj = v.to_value();
             set_in(&mut obj, &["status", "conditions"], Value::Array(conds));
             tracing::debug!(
                 node = name,
@@ -1273,7 +1277,7 @@ impl State {
                 if str_at(&pod.value, "/spec/nodeName") != node {
                     break;
                 }
-                let mut v = pod.value.clone();
+                let mut v = pod.value.to_value();
                 let Some(conds) = v
                     .pointer_mut("/status/conditions")
                     .and_then(Value::as_array_mut)
@@ -1450,7 +1454,7 @@ mod tests {
     #[test]
     fn zone_keys() {
         let n = json!({"metadata": {"labels": {"topology.kubernetes.io/zone": "a"}}});
-        assert_eq!(zone_key(&n), ":\u{0}:a");
-        assert_eq!(zone_key(&json!({"metadata": {}})), "");
+        assert_eq!(zone_key(&Tree::from(&n)), ":\u{0}:a");
+        assert_eq!(zone_key(&Tree::from(json!({"metadata": {}}))), "");
     }
 }

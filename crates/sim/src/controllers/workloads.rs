@@ -8,13 +8,14 @@
 //! waits until the informer has delivered the revision of that write: the "expectations" of the
 //! real controllers, which keep one deficit from being filled twice by a stale cache.
 
-use crate::json::{Field, Ptr, object};
+use crate::json::{Field, Json, Ptr, object};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tree::Tree;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
@@ -36,7 +37,7 @@ use crate::store::{EventType, NsName, Precondition, StoredObject, WatchEvent};
 /// A namespaced object: (namespace, name).
 pub(crate) type Key = (String, String);
 
-pub(crate) fn key_of(v: &Value) -> Key {
+pub(crate) fn key_of<V: Json>(v: &V) -> Key {
     let (ns, name) = ns_name(v);
     (ns.to_string(), name.to_string())
 }
@@ -305,16 +306,16 @@ impl Cache {
     }
 
     /// Some(Some(uid)) controlled, Some(None) orphan, None not kept.
-    fn class(&self, v: &Value) -> Option<Option<String>> {
+    fn class(&self, v: &Tree) -> Option<Option<String>> {
         self.class_ref(v).map(|o| o.map(str::to_string))
     }
 
-    fn class_ref<'a>(&self, v: &'a Value) -> Option<Option<&'a str>> {
+    fn class_ref<'a>(&self, v: &'a Tree) -> Option<Option<&'a str>> {
         match controller_of(v) {
             Some(r) => {
-                let kind = r.field("kind").and_then(Value::as_str).unwrap_or("");
+                let kind = r.field("kind").and_then(Json::as_str).unwrap_or("");
                 if self.owner_kind.is_none_or(|k| k == kind) {
-                    Some(Some(r.field("uid").and_then(Value::as_str).unwrap_or("")))
+                    Some(Some(r.field("uid").and_then(Json::as_str).unwrap_or("")))
                 } else {
                     None
                 }
@@ -478,40 +479,40 @@ impl Cache {
 // ----------------------------------------------------------------------------------------------
 // JSON helpers
 
-pub(crate) fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.ptr(p).and_then(Value::as_str).unwrap_or("")
+pub(crate) fn str_at<'a, V: Json>(v: &'a V, p: &str) -> &'a str {
+    v.ptr(p).and_then(Json::as_str).unwrap_or("")
 }
 
-pub(crate) fn i64_at(v: &Value, p: &str) -> Option<i64> {
-    v.ptr(p).and_then(Value::as_i64)
+pub(crate) fn i64_at<V: Json>(v: &V, p: &str) -> Option<i64> {
+    v.ptr(p).and_then(Json::as_i64)
 }
 
-pub(crate) fn uid_of(v: &Value) -> &str {
+pub(crate) fn uid_of<V: Json>(v: &V) -> &str {
     str_at(v, "/metadata/uid")
 }
 
 /// The revision of an object returned by a write.
-pub(crate) fn rv_of(v: &Value) -> u64 {
+pub(crate) fn rv_of<V: Json>(v: &V) -> u64 {
     str_at(v, "/metadata/resourceVersion").parse().unwrap_or(0)
 }
 
-pub(crate) fn labels_of(v: &Value) -> Option<&Value> {
+pub(crate) fn labels_of<V: Json>(v: &V) -> Option<&V> {
     v.ptr("/metadata/labels")
 }
 
-pub(crate) fn label<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+pub(crate) fn label<'a, V: Json>(v: &'a V, k: &str) -> Option<&'a str> {
     v.ptr("/metadata/labels")
-        .and_then(|l| l.get(k))
-        .and_then(Value::as_str)
+        .and_then(|l| l.field(k))
+        .and_then(Json::as_str)
 }
 
-pub(crate) fn annotation<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+pub(crate) fn annotation<'a, V: Json>(v: &'a V, k: &str) -> Option<&'a str> {
     v.ptr("/metadata/annotations")
-        .and_then(|l| l.get(k))
-        .and_then(Value::as_str)
+        .and_then(|l| l.field(k))
+        .and_then(Json::as_str)
 }
 
-pub(crate) fn is_terminating(v: &Value) -> bool {
+pub(crate) fn is_terminating<V: Json>(v: &V) -> bool {
     v.ptr("/metadata/deletionTimestamp")
         .is_some_and(|t| !t.is_null())
 }
@@ -522,7 +523,7 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-pub(crate) fn created_at(v: &Value) -> Option<DateTime<Utc>> {
+pub(crate) fn created_at<V: Json>(v: &V) -> Option<DateTime<Utc>> {
     parse_time(str_at(v, "/metadata/creationTimestamp"))
 }
 
@@ -534,25 +535,25 @@ pub(crate) fn until(cluster: &Cluster, t: DateTime<Utc>) -> Duration {
 }
 
 /// The ownerReference that marks the controller of an object.
-pub(crate) fn controller_of(v: &Value) -> Option<&Value> {
+pub(crate) fn controller_of<V: Json>(v: &V) -> Option<&V> {
     v.ptr("/metadata/ownerReferences")
-        .and_then(Value::as_array)?
+        .and_then(Json::as_array)?
         .iter()
-        .find(|r| r.field("controller").and_then(Value::as_bool) == Some(true))
+        .find(|r| r.field("controller").and_then(Json::as_bool) == Some(true))
 }
 
 /// (kind, name, uid) of the controller owner.
-pub(crate) fn controller_parts(v: &Value) -> Option<(&str, &str, &str)> {
+pub(crate) fn controller_parts<V: Json>(v: &V) -> Option<(&str, &str, &str)> {
     let r = controller_of(v)?;
     Some((
-        r.field("kind").and_then(Value::as_str).unwrap_or(""),
-        r.field("name").and_then(Value::as_str).unwrap_or(""),
-        r.field("uid").and_then(Value::as_str).unwrap_or(""),
+        r.field("kind").and_then(Json::as_str).unwrap_or(""),
+        r.field("name").and_then(Json::as_str).unwrap_or(""),
+        r.field("uid").and_then(Json::as_str).unwrap_or(""),
     ))
 }
 
 /// A controller ownerReference to `owner`.
-pub(crate) fn owner_ref(owner: &Value, api_version: &str, kind: &str) -> Value {
+pub(crate) fn owner_ref<V: Json>(owner: &V, api_version: &str, kind: &str) -> Value {
     json!({
         "apiVersion": api_version,
         "kind": kind,
@@ -564,15 +565,22 @@ pub(crate) fn owner_ref(owner: &Value, api_version: &str, kind: &str) -> Value {
 }
 
 /// An int-or-percent (`maxSurge`, `maxUnavailable`) scaled to `total`.
-pub(crate) fn scaled_value(v: Option<&Value>, total: i64, round_up: bool, default: i64) -> i64 {
+pub(crate) fn scaled_value<V: Json>(
+    v: Option<&V>,
+    total: i64,
+    round_up: bool,
+    default: i64,
+) -> i64 {
     let limit = i64::from(i32::MAX);
     scaled_raw(v, total, round_up, default).clamp(-limit, limit)
 }
 
-fn scaled_raw(v: Option<&Value>, total: i64, round_up: bool, default: i64) -> i64 {
-    match v {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or(default),
-        Some(Value::String(s)) => match s.strip_suffix('%') {
+fn scaled_raw<V: Json>(v: Option<&V>, total: i64, round_up: bool, default: i64) -> i64 {
+    if let Some(n) = v.and_then(Json::number) {
+        return n.as_i64().unwrap_or(default);
+    }
+    match v.and_then(Json::as_str) {
+        Some(s) => match s.strip_suffix('%') {
             Some(p) => match p.trim().parse::<i64>() {
                 Ok(p) => {
                     let x = p.saturating_mul(total);
@@ -591,41 +599,37 @@ fn scaled_raw(v: Option<&Value>, total: i64, round_up: bool, default: i64) -> i6
 }
 
 /// The JSON text of a value with object keys sorted, so equal objects hash equally.
-pub(crate) fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
-                if let Some(x) = m.get(*k) {
-                    canonical(x, out);
-                }
+pub(crate) fn canonical<V: Json>(v: &V, out: &mut String) {
+    if let Some(entries) = v.entries() {
+        let mut entries: Vec<(&str, &V)> = entries.collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        out.push('{');
+        for (i, (k, x)) in entries.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
             }
-            out.push('}');
+            out.push_str(&serde_json::to_string(k).unwrap_or_default());
+            out.push(':');
+            canonical(*x, out);
         }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(x, out);
+        out.push('}');
+    } else if let Some(a) = v.as_array() {
+        out.push('[');
+        for (i, x) in a.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
             }
-            out.push(']');
+            canonical(x, out);
         }
-        other => out.push_str(&other.to_string()),
+        out.push(']');
+    } else {
+        out.push_str(&serde_json::to_string(v).unwrap_or_default());
     }
 }
 
 /// A pod-template hash like `controller.ComputeHash`: FNV-32a over the template (and the collision
 /// count), printed in decimal and mapped to the alphabet of `rand.SafeEncodeString`.
-pub(crate) fn template_hash(template: &Value, collision_count: Option<i64>) -> String {
+pub(crate) fn template_hash<V: Json>(template: &V, collision_count: Option<i64>) -> String {
     let mut text = String::new();
     canonical(template, &mut text);
     let mut h: u32 = 0x811c_9dc5;
@@ -651,35 +655,35 @@ pub(crate) fn template_hash(template: &Value, collision_count: Option<i64>) -> S
 // ----------------------------------------------------------------------------------------------
 // Pod state
 
-pub(crate) fn phase(p: &Value) -> &str {
+pub(crate) fn phase<V: Json>(p: &V) -> &str {
     str_at(p, "/status/phase")
 }
 
-pub(crate) fn is_terminal(p: &Value) -> bool {
+pub(crate) fn is_terminal<V: Json>(p: &V) -> bool {
     matches!(phase(p), "Succeeded" | "Failed")
 }
 
 /// Counted by controllers as an existing replica: not finished and not being deleted.
-pub(crate) fn is_active(p: &Value) -> bool {
+pub(crate) fn is_active<V: Json>(p: &V) -> bool {
     !is_terminal(p) && !is_terminating(p)
 }
 
-fn ready_condition(p: &Value) -> Option<&Value> {
+fn ready_condition<V: Json>(p: &V) -> Option<&V> {
     p.ptr("/status/conditions")
-        .and_then(Value::as_array)?
+        .and_then(Json::as_array)?
         .iter()
-        .find(|c| c.ptr("/type").and_then(Value::as_str) == Some("Ready"))
+        .find(|c| c.ptr("/type").and_then(Json::as_str) == Some("Ready"))
 }
 
-pub(crate) fn is_ready(p: &Value) -> bool {
-    ready_condition(p).and_then(|c| c.ptr("/status").and_then(Value::as_str)) == Some("True")
+pub(crate) fn is_ready<V: Json>(p: &V) -> bool {
+    ready_condition(p).and_then(|c| c.ptr("/status").and_then(Json::as_str)) == Some("True")
 }
 
 /// Whether two versions of a pod look the same to a ReplicaSet's sync: what it claims by (labels,
 /// controller), what it counts (active: phase and deletion; ready and since when). What it reads
 /// only to choose pods to delete (node, restarts, deletion cost) is read from the cache when a
 /// sync runs for another reason; a scale-down never waits for a pod update.
-pub(crate) fn same_for_replica_set(old: &Value, new: &Value) -> bool {
+pub(crate) fn same_for_replica_set<V: Json>(old: &V, new: &V) -> bool {
     is_terminating(old) == is_terminating(new)
         && phase(old) == phase(new)
         && same_at(ready_condition(old), ready_condition(new))
@@ -691,21 +695,21 @@ pub(crate) fn same_for_replica_set(old: &Value, new: &Value) -> bool {
         && old.ptr("/metadata/uid") == new.ptr("/metadata/uid")
 }
 
-fn same_at(a: Option<&Value>, b: Option<&Value>) -> bool {
+fn same_at<V: Json>(a: Option<&V>, b: Option<&V>) -> bool {
     match (a, b) {
-        (Some(a), Some(b)) => crate::json::same(a, b),
+        (Some(a), Some(b)) => a.same(b),
         (a, b) => a == b,
     }
 }
 
-pub(crate) fn is_running_and_ready(p: &Value) -> bool {
+pub(crate) fn is_running_and_ready<V: Json>(p: &V) -> bool {
     phase(p) == "Running" && is_ready(p)
 }
 
-pub(crate) fn ready_since(p: &Value) -> Option<DateTime<Utc>> {
+pub(crate) fn ready_since<V: Json>(p: &V) -> Option<DateTime<Utc>> {
     ready_condition(p)
         .and_then(|c| c.field("lastTransitionTime"))
-        .and_then(Value::as_str)
+        .and_then(Json::as_str)
         .and_then(parse_time)
 }
 
@@ -719,7 +723,7 @@ pub(crate) enum Avail {
 }
 
 /// `podutil.IsPodAvailable`: ready, and for more than `min_ready` seconds.
-pub(crate) fn availability(p: &Value, min_ready: i64, now: DateTime<Utc>) -> Avail {
+pub(crate) fn availability<V: Json>(p: &V, min_ready: i64, now: DateTime<Utc>) -> Avail {
     if !is_ready(p) {
         return Avail::No;
     }
@@ -748,8 +752,8 @@ pub(crate) enum PodName<'a> {
 
 /// `controller.GetPodFromTemplate`: labels, annotations and finalizers of the template, an
 /// ownerReference to the controller, the template's spec.
-pub(crate) fn pod_from_template(
-    template: &Value,
+pub(crate) fn pod_from_template<V: Json>(
+    template: &V,
     ns: &str,
     name: PodName<'_>,
     owner: Value,
@@ -761,10 +765,10 @@ pub(crate) fn pod_from_template(
         PodName::Fixed(n) => meta.insert("name".into(), json!(n)),
     };
     meta.insert("namespace".into(), json!(ns));
-    let mut labels = template
+    let mut labels: Map<String, Value> = template
         .ptr("/metadata/labels")
-        .and_then(Value::as_object)
-        .cloned()
+        .and_then(Json::entries)
+        .map(|e| e.map(|(k, v)| (k.to_string(), v.to_value())).collect())
         .unwrap_or_default();
     for (k, v) in extra_labels {
         labels.insert((*k).to_string(), json!(v));
@@ -774,10 +778,10 @@ pub(crate) fn pod_from_template(
     }
     for f in ["annotations", "finalizers"] {
         if let Some(x) = template.ptr(&format!("/metadata/{f}")).filter(|x| {
-            x.as_object().is_some_and(|o| !o.is_empty())
+            x.entries().is_some_and(|mut o| o.next().is_some())
                 || x.as_array().is_some_and(|a| !a.is_empty())
         }) {
-            meta.insert(f.into(), x.clone());
+            meta.insert(f.into(), x.to_value());
         }
     }
     meta.insert("ownerReferences".into(), Value::Array(vec![owner]));
@@ -785,7 +789,7 @@ pub(crate) fn pod_from_template(
         "apiVersion" => "v1",
         "kind" => "Pod",
         "metadata" => meta,
-        "spec" => template.field("spec").cloned().unwrap_or_else(|| object! {}),
+        "spec" => template.field("spec").map_or_else(|| object! {}, Json::to_value),
     }
 }
 
@@ -804,10 +808,10 @@ pub(crate) fn retry_later(q: &mut Queue, key: &Key, e: &ApiError) {
 }
 
 /// Deletes an object (only this incarnation: uid precondition); returns the write's revision.
-pub(crate) async fn delete_obj(
+pub(crate) async fn delete_obj<V: Json>(
     cluster: &Cluster,
     r: &ResourceInfo,
-    obj: &Value,
+    obj: &V,
 ) -> Result<u64, ApiError> {
     let (ns, name) = ns_name(obj);
     let opts = DeleteOptions {
@@ -824,25 +828,27 @@ pub(crate) async fn delete_obj(
 
 /// Writes `status` when it differs from the object's (a merge patch of the status subresource;
 /// fields no longer present are removed). Returns the object written, None when unchanged.
-pub(crate) async fn write_status(
+pub(crate) async fn write_status<V: Json + PartialEq<Value>>(
     cluster: &Cluster,
     r: &ResourceInfo,
-    obj: &Value,
+    obj: &V,
     status: Value,
 ) -> Result<Option<Arc<StoredObject>>, ApiError> {
-    let empty = Value::Object(Map::new());
-    let old = obj.field("status").unwrap_or(&empty);
-    if crate::json::same(old, &status) {
+    let unchanged = match obj.field("status") {
+        Some(old) => old == &status,
+        None => status.as_object().is_some_and(Map::is_empty),
+    };
+    if unchanged {
         return Ok(None);
     }
     let mut patch = match status {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    if let Some(o) = old.as_object() {
-        for k in o.keys() {
+    if let Some(o) = obj.field("status").and_then(Json::entries) {
+        for (k, _) in o {
             if !patch.contains_key(k) {
-                patch.insert(k.clone(), Value::Null);
+                patch.insert(k.to_string(), Value::Null);
             }
         }
     }
@@ -855,16 +861,16 @@ pub(crate) async fn write_status(
 
 /// Adds `owner` as the controller of `obj` (ControllerRefManager adoption), pinned to the cached
 /// resourceVersion so that a stale cache fails with 409.
-pub(crate) async fn adopt(
+pub(crate) async fn adopt<V: Json>(
     cluster: &Cluster,
     r: &ResourceInfo,
-    obj: &Value,
+    obj: &V,
     owner: Value,
 ) -> Result<u64, ApiError> {
-    let mut refs = obj
+    let mut refs: Vec<Value> = obj
         .ptr("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .cloned()
+        .and_then(Json::as_array)
+        .map(|a| a.iter().map(Json::to_value).collect())
         .unwrap_or_default();
     refs.push(owner);
     let (ns, name) = ns_name(obj);
@@ -878,19 +884,19 @@ pub(crate) async fn adopt(
 
 /// Removes the ownerReference of `owner_uid` from `obj` (release of an object that no longer
 /// matches the selector).
-pub(crate) async fn release(
+pub(crate) async fn release<V: Json>(
     cluster: &Cluster,
     r: &ResourceInfo,
-    obj: &Value,
+    obj: &V,
     owner_uid: &str,
 ) -> Result<u64, ApiError> {
     let refs: Vec<Value> = obj
         .ptr("/metadata/ownerReferences")
-        .and_then(Value::as_array)
+        .and_then(Json::as_array)
         .map(|a| {
             a.iter()
-                .filter(|r| r.field("uid").and_then(Value::as_str) != Some(owner_uid))
-                .cloned()
+                .filter(|r| r.field("uid").and_then(Json::as_str) != Some(owner_uid))
+                .map(Json::to_value)
                 .collect()
         })
         .unwrap_or_default();
@@ -909,10 +915,10 @@ pub(crate) async fn release(
 }
 
 /// Records an Event when enabled.
-pub(crate) async fn record(
+pub(crate) async fn record<V: Json>(
     cluster: &Cluster,
     enabled: bool,
-    obj: &Value,
+    obj: &V,
     type_: &str,
     reason: &str,
     message: &str,
@@ -924,12 +930,15 @@ pub(crate) async fn record(
 }
 
 /// A selector of a workload object (`spec.selector`); None when missing or invalid.
-pub(crate) fn selector_of(v: &Value) -> Option<LabelSelector> {
-    LabelSelector::from_json(v.ptr("/spec/selector").unwrap_or(&Value::Null)).ok()
+pub(crate) fn selector_of<V: Json>(v: &V) -> Option<LabelSelector> {
+    match v.ptr("/spec/selector") {
+        Some(s) => LabelSelector::from_json(s).ok(),
+        None => LabelSelector::from_json(&Value::Null).ok(),
+    }
 }
 
 /// Whether only the status (or nothing a controller reads) changed between two versions.
-pub(crate) fn spec_changed(old: &Value, new: &Value) -> bool {
+pub(crate) fn spec_changed<V: Json>(old: &V, new: &V) -> bool {
     old.ptr("/metadata/generation") != new.ptr("/metadata/generation")
         || is_terminating(old) != is_terminating(new)
         || uid_of(old) != uid_of(new)
@@ -1212,11 +1221,9 @@ impl Reconciler for RsController {
 
         // Status, counting what is left after our deletions.
         let now = cluster.server.clock.now();
-        let no_labels = Map::new();
         let template_labels = v
             .ptr("/spec/template/metadata/labels")
-            .and_then(Value::as_object)
-            .unwrap_or(&no_labels);
+            .and_then(Tree::as_object);
         let (mut count, mut labeled, mut ready, mut available) = (0i64, 0i64, 0i64, 0i64);
         let mut next: Option<DateTime<Utc>> = None;
         for p in pods
@@ -1224,11 +1231,11 @@ impl Reconciler for RsController {
             .filter(|p| deleted.is_empty() || !deleted.contains(&key_of(&p.value)))
         {
             count += 1;
-            let pl = labels_of(&p.value).and_then(Value::as_object);
-            if template_labels
-                .iter()
-                .all(|(k, val)| pl.and_then(|m| crate::json::get(m, k)) == Some(val))
-            {
+            let pl = labels_of(&p.value);
+            if template_labels.is_none_or(|t| {
+                t.iter()
+                    .all(|(k, val)| pl.and_then(|m| m.field(k)) == Some(val))
+            }) {
                 labeled += 1;
             }
             if is_ready(&p.value) {
@@ -1255,7 +1262,7 @@ impl Reconciler for RsController {
             status.insert("observedGeneration".into(), json!(g));
         }
         if let Some(c) = v.ptr("/status/conditions") {
-            status.insert("conditions".into(), c.clone());
+            status.insert("conditions".into(), c.to_value());
         }
         match write_status(&cluster, &cluster.res.replicasets, v, Value::Object(status)).await {
             Ok(Some(w)) => q.expect(&key, RS_FEED, w.revision),
@@ -1279,7 +1286,7 @@ fn deletion_order(pods: &[Arc<StoredObject>]) -> Vec<Arc<StoredObject>> {
             *per_node.entry(n).or_default() += 1;
         }
     }
-    let rank = |p: &Value| {
+    let rank = |p: &Tree| {
         let n = str_at(p, "/spec/nodeName");
         if n.is_empty() {
             0
@@ -1287,23 +1294,23 @@ fn deletion_order(pods: &[Arc<StoredObject>]) -> Vec<Arc<StoredObject>> {
             per_node.get(n).copied().unwrap_or(0)
         }
     };
-    let phase_ord = |p: &Value| match phase(p) {
+    let phase_ord = |p: &Tree| match phase(p) {
         "Pending" | "" => 0,
         "Unknown" => 1,
         "Running" => 2,
         _ => 3,
     };
-    let cost = |p: &Value| {
+    let cost = |p: &Tree| {
         annotation(p, "controller.kubernetes.io/pod-deletion-cost")
             .and_then(|c| c.parse::<i64>().ok())
             .unwrap_or(0)
     };
-    let restarts = |p: &Value| {
+    let restarts = |p: &Tree| {
         p.ptr("/status/containerStatuses")
-            .and_then(Value::as_array)
+            .and_then(Tree::as_array)
             .map(|a| {
                 a.iter()
-                    .filter_map(|c| c.field("restartCount").and_then(Value::as_i64))
+                    .filter_map(|c| c.field("restartCount").and_then(Tree::as_i64))
                     .max()
                     .unwrap_or(0)
             })
@@ -1408,7 +1415,7 @@ pub(crate) fn ordinal_of(set: &str, pod: &str) -> Option<i64> {
     rest.parse().ok()
 }
 
-fn is_healthy(p: &Value) -> bool {
+fn is_healthy<V: Json>(p: &V) -> bool {
     is_running_and_ready(p) && !is_terminating(p)
 }
 
@@ -1456,7 +1463,8 @@ impl Reconciler for StsController {
         let Some(set) = self.sets.get(&key).cloned() else {
             return;
         };
-        let v = &set.value;
+        let owned = set.value.to_value();
+        let v = &owned;
         let Some(selector) = selector_of(v) else {
             return;
         };
@@ -1772,7 +1780,7 @@ impl Reconciler for StsController {
 }
 
 impl StsController {
-    async fn delete_pod(&mut self, key: &Key, set: &Value, pod: &Value, q: &mut Queue) {
+    async fn delete_pod(&mut self, key: &Key, set: &Value, pod: &Tree, q: &mut Queue) {
         let pname = str_at(pod, "/metadata/name").to_string();
         match delete_obj(&self.cluster, &self.cluster.res.pods, pod).await {
             Ok(rev) => {
@@ -1983,7 +1991,7 @@ impl Totals {
 
 /// The node a DaemonSet pod is for: its `spec.nodeName`, else the `metadata.name` its required
 /// node affinity names (`util.GetTargetNodeName`).
-pub(crate) fn target_node(pod: &Value) -> Option<&str> {
+pub(crate) fn target_node<V: Json>(pod: &V) -> Option<&str> {
     let n = str_at(pod, "/spec/nodeName");
     if !n.is_empty() {
         return Some(n);
@@ -1991,23 +1999,21 @@ pub(crate) fn target_node(pod: &Value) -> Option<&str> {
     pod.ptr(
         "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms",
     )
-    .and_then(Value::as_array)?
+    .and_then(Json::as_array)?
     .iter()
-    .filter_map(|t| t.field("matchFields").and_then(Value::as_array))
+    .filter_map(|t| t.field("matchFields").and_then(Json::as_array))
     .flatten()
-    .find(|f| {
-        str_at(f, "/key") == "metadata.name" && str_at(f, "/operator") == "In"
-    })
+    .find(|f| str_at(*f, "/key") == "metadata.name" && str_at(*f, "/operator") == "In")
     .and_then(|f| f.ptr("/values/0"))
-    .and_then(Value::as_str)
+    .and_then(Json::as_str)
 }
 
 /// A node selector requirement against a value (a label, or the node name for matchFields).
-pub(crate) fn node_requirement(req: &Value, value: Option<&str>) -> bool {
+pub(crate) fn node_requirement<V: Json>(req: &V, value: Option<&str>) -> bool {
     let vals: Vec<&str> = req
         .field("values")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .and_then(Json::as_array)
+        .map(|a| a.iter().filter_map(Json::as_str).collect())
         .unwrap_or_default();
     let num = |s: Option<&str>| s.and_then(|x| x.parse::<i64>().ok());
     match str_at(req, "/operator") {
@@ -2022,15 +2028,15 @@ pub(crate) fn node_requirement(req: &Value, value: Option<&str>) -> bool {
 }
 
 /// Whether a node matches one node selector term (an empty term matches nothing).
-pub(crate) fn node_matches_term(term: &Value, node: &Value) -> bool {
+pub(crate) fn node_matches_term<V: Json, N: Json>(term: &V, node: &N) -> bool {
     let none = Vec::new();
     let exprs = term
         .field("matchExpressions")
-        .and_then(Value::as_array)
+        .and_then(Json::as_array)
         .unwrap_or(&none);
     let fields = term
         .field("matchFields")
-        .and_then(Value::as_array)
+        .and_then(Json::as_array)
         .unwrap_or(&none);
     if exprs.is_empty() && fields.is_empty() {
         return false;
@@ -2045,7 +2051,7 @@ pub(crate) fn node_matches_term(term: &Value, node: &Value) -> bool {
 }
 
 /// Whether a toleration list tolerates a taint (`Toleration.ToleratesTaint`).
-pub(crate) fn tolerates(tols: &[Value], taint: &Value) -> bool {
+pub(crate) fn tolerates<V: Json, T: Json>(tols: &[V], taint: &T) -> bool {
     tols.iter().any(|t| {
         let effect = str_at(t, "/effect");
         if !effect.is_empty() && effect != str_at(taint, "/effect") {
@@ -2129,7 +2135,7 @@ impl DsSpec {
     }
 
     /// `NodeShouldRunDaemonPod`: (should run, should continue running).
-    fn evaluate(&self, node: &Value) -> (bool, bool) {
+    fn evaluate<V: Json>(&self, node: &V) -> (bool, bool) {
         let name = str_at(node, "/metadata/name");
         if !self.node_name.is_empty() && self.node_name != name {
             return (false, false);
@@ -2149,7 +2155,7 @@ impl DsSpec {
         let mut untolerated_execute = false;
         for t in node
             .ptr("/spec/taints")
-            .and_then(Value::as_array)
+            .and_then(Json::as_array)
             .into_iter()
             .flatten()
         {
@@ -2171,13 +2177,13 @@ impl DsSpec {
 }
 
 /// Whether a node change can change where DaemonSet pods belong.
-fn node_placement_changed(old: &Value, new: &Value) -> bool {
+fn node_placement_changed<V: Json>(old: &V, new: &V) -> bool {
     old.ptr("/metadata/labels") != new.ptr("/metadata/labels")
         || old.ptr("/spec/taints") != new.ptr("/spec/taints")
 }
 
 impl DsController {
-    fn place(&mut self, pod: &Value, add: bool, q: &mut Queue) {
+    fn place(&mut self, pod: &Tree, add: bool, q: &mut Queue) {
         let Some((kind, owner, uid)) = controller_parts(pod) else {
             return;
         };
@@ -2279,7 +2285,8 @@ impl Reconciler for DsController {
             return;
         };
         let obj = st.obj.clone();
-        let v = &obj.value;
+        let owned = obj.value.to_value();
+        let v = &owned;
         let uid = uid_of(v).to_string();
         let deleting = is_terminating(v);
         let spec = DsSpec::parse(v);
@@ -2680,14 +2687,14 @@ fn set_job_condition(
 
 /// When a failed pod finished: its containers' finish time, else its Ready transition, else its
 /// creation.
-fn finished_at(p: &Value) -> Option<DateTime<Utc>> {
+fn finished_at<V: Json>(p: &V) -> Option<DateTime<Utc>> {
     let from_containers = p
         .ptr("/status/containerStatuses")
-        .and_then(Value::as_array)
+        .and_then(Json::as_array)
         .and_then(|a| {
             a.iter()
                 .filter_map(|c| c.ptr("/state/terminated/finishedAt"))
-                .filter_map(Value::as_str)
+                .filter_map(Json::as_str)
                 .filter_map(parse_time)
                 .max()
         });
@@ -2730,7 +2737,8 @@ impl Reconciler for JobController {
         let Some(job) = self.jobs.get(&key).cloned() else {
             return;
         };
-        let v = &job.value;
+        let owned = job.value.to_value();
+        let v = &owned;
         if is_terminating(v) {
             return;
         }
@@ -3098,7 +3106,7 @@ mod tests {
         assert_eq!(scaled_value(Some(&json!("25%")), 10, true, 0), 3);
         assert_eq!(scaled_value(Some(&json!("25%")), 10, false, 0), 2);
         assert_eq!(scaled_value(Some(&json!(4)), 10, false, 0), 4);
-        assert_eq!(scaled_value(None, 10, false, 7), 7);
+        assert_eq!(scaled_value(None::<&Value>, 10, false, 7), 7);
         assert_eq!(scaled_value(Some(&json!("x%")), 10, false, 1), 1);
         assert_eq!(
             scaled_value(Some(&json!(i64::MAX)), 10, true, 0),
