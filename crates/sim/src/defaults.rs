@@ -2,7 +2,7 @@
 //! admission plugins (DefaultTolerationSeconds) do them. Only the rules clients can observe are
 //! modelled; each is named after the real one.
 
-use crate::json::{Field, Ptr};
+use crate::json::{Field, Json, Ptr};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -427,16 +427,53 @@ pub fn prepare_for_create(server: &ApiServer, info: &ResourceInfo, obj: &mut Val
 /// Keeps the singular and plural forms of a field in step, as the v1 conversion functions of the
 /// real server do on every write: `status.podIP`/`podIPs`, `status.hostIP`/`hostIPs`,
 /// `spec.podCIDR`/`podCIDRs`.
-pub fn normalize(info: &ResourceInfo, obj: &mut Value) {
-    let pairs: &[(&str, &str, &str, bool)] = match (info.group.as_str(), info.resource.as_str()) {
+/// The (section, singular, plural, plural items are `{"ip": …}`) fields [`normalize`] keeps in step.
+fn paired_fields(
+    info: &ResourceInfo,
+) -> &'static [(&'static str, &'static str, &'static str, bool)] {
+    match (info.group.as_str(), info.resource.as_str()) {
         ("", "pods") => &[
             ("status", "podIP", "podIPs", true),
             ("status", "hostIP", "hostIPs", true),
         ],
         ("", "nodes") => &[("spec", "podCIDR", "podCIDRs", false)],
-        _ => return,
-    };
-    for (section, one, many, wrapped) in pairs {
+        _ => &[],
+    }
+}
+
+/// Whether [`normalize`] would change `obj`.
+pub fn needs_normalize<V: Json>(info: &ResourceInfo, obj: &V) -> bool {
+    paired_fields(info)
+        .iter()
+        .any(|(section, one, many, wrapped)| {
+            let Some(sec) = obj.field(section).filter(|s| s.is_object()) else {
+                return false;
+            };
+            let single = sec
+                .field(one)
+                .and_then(Json::as_str)
+                .is_some_and(|s| !s.is_empty());
+            let first = sec
+                .field(many)
+                .and_then(Json::as_array)
+                .and_then(|a| a.first())
+                .map(|v| {
+                    if *wrapped {
+                        v.field("ip").and_then(Json::as_str).unwrap_or("")
+                    } else {
+                        v.as_str().unwrap_or("")
+                    }
+                });
+            match (single, first) {
+                (true, None) => true,
+                (false, Some(ip)) => !ip.is_empty(),
+                _ => false,
+            }
+        })
+}
+
+pub fn normalize(info: &ResourceInfo, obj: &mut Value) {
+    for (section, one, many, wrapped) in paired_fields(info) {
         let Some(sec) = obj.get_mut(*section).and_then(Value::as_object_mut) else {
             continue;
         };

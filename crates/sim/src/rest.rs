@@ -1350,7 +1350,6 @@ pub async fn patch_object(
             }
             Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
         };
-        let cur_v = cur.value.to_value();
         // A merge patch of nothing but the status of a status subresource.
         let status_only = sub == Some("status")
             && patch.kind == PatchKind::Merge
@@ -1358,6 +1357,27 @@ pub async fn patch_object(
                 .doc
                 .as_object()
                 .is_some_and(|m| m.keys().all(|k| k == "status"));
+        // The hot path (kubelets' and controllers' status writes): the patch applied to the
+        // stored tree, sharing metadata, spec and every unchanged part of the status. Metadata
+        // and spec are the current ones, so nothing that validation, immutability or graceful
+        // deletion reads has changed (a deleted object takes the general path).
+        if status_only && !opts.dry_run && cur.value.ptr("/metadata/deletionTimestamp").is_none() {
+            let merged = cur.value.merge_patched(&patch.doc);
+            let merged = if merged.field("status").is_some_and(Tree::is_null) {
+                merged.without("status")
+            } else {
+                merged
+            };
+            if !crate::defaults::needs_normalize(info, &merged) {
+                let pre = Precondition::revision(cur.revision);
+                match server.store.update_tree(&key, merged, &pre).await {
+                    Ok(v) => return Ok((StatusCode::OK, Written::Stored(v))),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
+                }
+            }
+        }
+        let cur_v = cur.value.to_value();
         let mut patched = if patch.kind == PatchKind::Merge {
             crate::patch::merge_patched(&cur_v, &patch.doc)
         } else {

@@ -89,12 +89,12 @@ impl StoredObject {
         }
     }
 
-    /// `old` again at a new revision (a deletion's last state).
-    fn again(old: &Tree, revision: u64) -> Self {
-        let mut value = old.to_value();
-        set_revision(&mut value, revision);
+    /// `value` at a new revision (its resourceVersion set): an update built as a tree, or a
+    /// deletion's last state.
+    fn from_tree(value: &Tree, revision: u64) -> Self {
+        let rv = Tree::String(crate::tree::Str::from(revision.to_string().as_str()));
         StoredObject {
-            value: Tree::shared_with(&value, old),
+            value: value.with_at(&["metadata", "resourceVersion"], rv),
             json: std::sync::OnceLock::new(),
             revision,
         }
@@ -247,6 +247,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         key: &ObjectKey,
         obj: Value,
+        pre: &Precondition,
+    ) -> Result<Arc<StoredObject>, StoreError>;
+    /// [`Store::update`] with the new version already a tree (one that shares what it did not
+    /// change with the current version, e.g. [`Tree::merge_patched`]'s result).
+    async fn update_tree(
+        &self,
+        key: &ObjectKey,
+        obj: Tree,
         pre: &Precondition,
     ) -> Result<Arc<StoredObject>, StoreError>;
     /// Removes; returns the last state with the deletion's revision.
@@ -702,46 +710,18 @@ impl Store for MemoryStore {
         obj: Value,
         pre: &Precondition,
     ) -> Result<Arc<StoredObject>, StoreError> {
-        let mut inner = self.lock();
-        let previous = inner
-            .tables
-            .get(&key.resource)
-            .and_then(|t| t.objects.get(&key.pair() as &dyn NsName))
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound(key_string(key)))?;
-        Self::check(key, &previous, pre)?;
-        let rev = inner.revision + 1;
-        inner.revision = rev;
-        let stored = Arc::new(StoredObject::new_version(obj, &previous.value, rev));
-        if let Some(t) = inner.tables.get_mut(&key.resource) {
-            if t.by_node.is_some() && node_of(&previous.value) != node_of(&stored.value) {
-                t.unindex(key.pair(), &previous.value);
-                t.index(key.pair(), &stored.value);
-            }
-            if previous.value.ptr("/metadata/generation")
-                != stored.value.ptr("/metadata/generation")
-            {
-                t.spec_epoch += 1;
-            }
-            if previous.value.ptr("/metadata/labels") != stored.value.ptr("/metadata/labels") {
-                t.unindex_labels(key.pair(), &previous.value);
-                t.index_labels(key.pair(), &stored.value);
-            }
-            if let Some(slot) = t.objects.get_mut(&key.pair() as &dyn NsName) {
-                *slot = stored.clone();
-            }
-        }
-        self.record(
-            &mut inner,
-            &key.resource,
-            WatchEvent {
-                kind: EventType::Modified,
-                object: stored.clone(),
-                previous: Some(previous),
-                revision: rev,
-            },
-        );
-        Ok(stored)
+        self.replace(key, pre, |previous, rev| {
+            StoredObject::new_version(obj, previous, rev)
+        })
+    }
+
+    async fn update_tree(
+        &self,
+        key: &ObjectKey,
+        obj: Tree,
+        pre: &Precondition,
+    ) -> Result<Arc<StoredObject>, StoreError> {
+        self.replace(key, pre, |_, rev| StoredObject::from_tree(&obj, rev))
     }
 
     async fn delete(
@@ -765,7 +745,7 @@ impl Store for MemoryStore {
             t.objects.remove(&key.pair() as &dyn NsName);
             t.spec_epoch += 1;
         }
-        let last = Arc::new(StoredObject::again(&previous.value, rev));
+        let last = Arc::new(StoredObject::from_tree(&previous.value, rev));
         self.record(
             &mut inner,
             &key.resource,
@@ -826,6 +806,57 @@ impl Store for MemoryStore {
 
     fn spec_epoch(&self, res: &ResourceKey) -> Option<u64> {
         Some(self.lock().tables.get(res).map_or(0, |t| t.spec_epoch))
+    }
+}
+
+impl MemoryStore {
+    /// The common part of the updates: check, make the new version, index, record.
+    fn replace(
+        &self,
+        key: &ObjectKey,
+        pre: &Precondition,
+        make: impl FnOnce(&Tree, u64) -> StoredObject,
+    ) -> Result<Arc<StoredObject>, StoreError> {
+        let mut inner = self.lock();
+        let previous = inner
+            .tables
+            .get(&key.resource)
+            .and_then(|t| t.objects.get(&key.pair() as &dyn NsName))
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(key_string(key)))?;
+        Self::check(key, &previous, pre)?;
+        let rev = inner.revision + 1;
+        inner.revision = rev;
+        let stored = Arc::new(make(&previous.value, rev));
+        if let Some(t) = inner.tables.get_mut(&key.resource) {
+            if t.by_node.is_some() && node_of(&previous.value) != node_of(&stored.value) {
+                t.unindex(key.pair(), &previous.value);
+                t.index(key.pair(), &stored.value);
+            }
+            if previous.value.ptr("/metadata/generation")
+                != stored.value.ptr("/metadata/generation")
+            {
+                t.spec_epoch += 1;
+            }
+            if previous.value.ptr("/metadata/labels") != stored.value.ptr("/metadata/labels") {
+                t.unindex_labels(key.pair(), &previous.value);
+                t.index_labels(key.pair(), &stored.value);
+            }
+            if let Some(slot) = t.objects.get_mut(&key.pair() as &dyn NsName) {
+                *slot = stored.clone();
+            }
+        }
+        self.record(
+            &mut inner,
+            &key.resource,
+            WatchEvent {
+                kind: EventType::Modified,
+                object: stored.clone(),
+                previous: Some(previous),
+                revision: rev,
+            },
+        );
+        Ok(stored)
     }
 }
 

@@ -414,6 +414,92 @@ impl Tree {
         }
     }
 
+    /// A copy with `value` at `path` (object keys; missing or non-object steps become objects),
+    /// sharing everything else. Keys keep their places; a new key goes last.
+    pub fn with_at(&self, path: &[&str], value: Tree) -> Tree {
+        let Some((first, rest)) = path.split_first() else {
+            return value;
+        };
+        let olds: &[(Str, Tree)] = match self {
+            Tree::Object(o) => &o.0,
+            _ => &[],
+        };
+        let mut out: Vec<(Str, Tree)> = Vec::with_capacity(olds.len() + 1);
+        let mut found = false;
+        for (k, v) in olds {
+            if k.as_str() == *first {
+                found = true;
+                out.push((k.clone(), v.with_at(rest, value.clone())));
+            } else {
+                out.push((k.clone(), v.clone()));
+            }
+        }
+        if !found {
+            out.push((intern(first), Tree::Null.with_at(rest, value)));
+        }
+        Tree::Object(Obj(out.into()))
+    }
+
+    /// A copy without the object key `key` (the same tree when it has none).
+    pub fn without(&self, key: &str) -> Tree {
+        match self {
+            Tree::Object(o) if o.contains_key(key) => Tree::Object(Obj(o
+                .0
+                .iter()
+                .filter(|(k, _)| k.as_str() != key)
+                .cloned()
+                .collect())),
+            _ => self.clone(),
+        }
+    }
+
+    /// RFC 7386 merge patch of `patch` onto this tree, with exactly the result of
+    /// [`crate::patch::merge_patched`] on the equivalent `Value`, sharing every part the patch
+    /// leaves alone or sets to what it was (a kubelet's status patch repeats most of the status).
+    pub fn merge_patched(&self, patch: &Value) -> Tree {
+        let Value::Object(p) = patch else {
+            return Tree::shared_with(patch, self);
+        };
+        let Tree::Object(t) = self else {
+            return Tree::from(crate::patch::merge_patched(&Value::Null, patch));
+        };
+        let mut out: Vec<(Str, Tree)> = Vec::with_capacity(t.len() + p.len());
+        let mut changed = false;
+        for (k, v) in t.0.iter() {
+            match crate::json::get(p, k) {
+                None => out.push((k.clone(), v.clone())),
+                Some(Value::Null) => changed = true,
+                Some(pv) => {
+                    let merged = if pv.is_object() && v.is_object() {
+                        v.merge_patched(pv)
+                    } else if pv.is_object() {
+                        Tree::from(crate::patch::merge_patched(&Value::Null, pv))
+                    } else {
+                        Tree::shared_with(pv, v)
+                    };
+                    changed |= !merged.is_shared(v);
+                    out.push((k.clone(), merged));
+                }
+            }
+        }
+        for (k, pv) in p {
+            if !pv.is_null() && !t.contains_key(k) {
+                changed = true;
+                let added = if pv.is_object() {
+                    Tree::from(crate::patch::merge_patched(&Value::Null, pv))
+                } else {
+                    Tree::from(pv)
+                };
+                out.push((intern(k), added));
+            }
+        }
+        if changed {
+            Tree::Object(Obj(out.into()))
+        } else {
+            self.clone()
+        }
+    }
+
     /// Whether the two are the same allocation (or equal scalars): parts that
     /// [`Tree::shared_with`] kept.
     fn is_shared(&self, other: &Tree) -> bool {
@@ -858,6 +944,63 @@ mod tests {
         let t4 = Tree::shared_with(&v4, &t3);
         assert_eq!(t4.to_value(), v4);
         assert_eq!(Tree::shared_with(&json!(7), &t4), json!(7));
+    }
+
+    #[test]
+    fn merge_patch_on_a_tree_is_the_merge_patch_on_values() {
+        let base = sample();
+        let t = Tree::from(&base);
+        for patch in [
+            json!({"status": {"phase": "Running", "podIP": "10.0.0.1"}}),
+            json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+            json!({"status": null}),
+            json!({"metadata": {"labels": {"app": null, "new": "x"}}, "x": {"a": null, "b": 1}}),
+            json!({"list": null, "spec": {"containers": [], "f": {"g": null}}}),
+            json!({}),
+            json!([1, 2]),
+            json!("replaced"),
+        ] {
+            let want = crate::patch::merge_patched(&base, &patch);
+            let got = t.merge_patched(&patch);
+            assert_eq!(
+                serde_json::to_string(&got).unwrap(),
+                serde_json::to_string(&want).unwrap(),
+                "{patch}"
+            );
+        }
+        // What the patch leaves alone, or sets to what it was, is shared.
+        let same = t.merge_patched(&json!({"status": {"phase": "Pending"}}));
+        assert!(same.is_shared(&t));
+        let running = t.merge_patched(&json!({"status": {"phase": "Running"}}));
+        assert!(running["spec"].is_shared(&t["spec"]));
+        assert!(running["status"]["conditions"].is_shared(&t["status"]["conditions"]));
+        assert_eq!(
+            Tree::Null.merge_patched(&json!({"a": {"b": null}})),
+            json!({"a": {}})
+        );
+    }
+
+    #[test]
+    fn with_at_and_without() {
+        let t = Tree::from(sample());
+        let u = t.with_at(&["metadata", "resourceVersion"], Tree::from(json!("7")));
+        let mut want = sample();
+        want["metadata"]["resourceVersion"] = json!("7");
+        assert_eq!(
+            serde_json::to_string(&u).unwrap(),
+            serde_json::to_string(&want).unwrap()
+        );
+        assert!(u["spec"].is_shared(&t["spec"]));
+        let v = u.with_at(&["metadata", "name"], Tree::from(json!("q")));
+        assert_eq!(v["metadata"]["name"].as_str(), Some("q"));
+        assert_eq!(v.as_object().unwrap().len(), t.as_object().unwrap().len());
+        let w = v.without("status");
+        assert!(w.get("status").is_none() && w.get("spec").is_some());
+        assert!(w.without("status").is_shared(&w));
+        assert_eq!(
+            Tree::Null.with_at(&["a", "b"], Tree::from(json!(1))),
+            json!({"a": {"b": 1}})
+        );
     }
 
     #[test]
