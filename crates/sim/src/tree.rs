@@ -122,6 +122,17 @@ fn intern(key: &str) -> Str {
     Str(k)
 }
 
+/// A string value: shared through the interner when it looks like a word of the API (`True`,
+/// `Running`, `NoExecute`, `default-scheduler`: short and without digits), which every object
+/// repeats; names, uids, addresses and times (digits) are not worth a lookup.
+fn text(s: &str) -> Str {
+    if s.len() <= 40 && !s.bytes().any(|b| b.is_ascii_digit()) {
+        intern(s)
+    } else {
+        Str::from(s)
+    }
+}
+
 /// A JSON object: its entries in order, in one shared allocation.
 #[derive(Clone)]
 pub struct Obj(Arc<[(Str, Tree)]>);
@@ -653,7 +664,7 @@ impl From<&Value> for Tree {
             Value::Null => Tree::Null,
             Value::Bool(b) => Tree::Bool(*b),
             Value::Number(n) => Tree::Number(n.clone()),
-            Value::String(s) => Tree::String(Str::from(s.as_str())),
+            Value::String(s) => Tree::String(text(s)),
             Value::Array(a) => Tree::Array(a.iter().map(Tree::from).collect()),
             Value::Object(m) => Tree::Object(Obj(m
                 .iter()

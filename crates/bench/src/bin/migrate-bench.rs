@@ -340,7 +340,7 @@ async fn run_mode(a: &Args, mode: Mode, workers: usize, dir: &std::path::Path) -
     let (s, changed) = scenario(a, workers);
     let force = s.workloads.iter().any(|w| w.kind == "Pod");
     let m = migration(force)?;
-    let expanded = s.expand("generated")?;
+    let mut expanded = s.expand("generated")?;
     let pods: usize = s.workloads.iter().map(|w| w.replicas).sum();
     println!(
         "== {}: {} nodes ({} workers{}), {} pods in {} Deployments, seed {} ==",
@@ -358,6 +358,8 @@ async fn run_mode(a: &Args, mode: Mode, workers: usize, dir: &std::path::Path) -
     );
     let wall = Instant::now();
     let sim = Simulation::start(&expanded).await?;
+    // The simulator has its objects; the input is the benchmark's, not its memory.
+    expanded.manifests = Vec::new();
     sim.wait_steady(Duration::from_secs(3600)).await?;
     let wall_start = wall.elapsed().as_secs_f64();
     let (rss, _) = rss_mib();
