@@ -131,7 +131,7 @@ fn healthy(pod: &Tree) -> bool {
 /// `minAvailable` and `maxUnavailable`).
 fn int_or_percent_up(v: &Tree, total: i64) -> Option<i64> {
     match v {
-        Tree::Number(n) => n.as_i64(),
+        n if n.is_number() => n.as_i64(),
         Tree::String(s) => {
             let p: i64 = s.strip_suffix('%')?.parse().ok()?;
             Some((p.saturating_mul(total).saturating_add(99)).div_euclid(100))
@@ -158,7 +158,7 @@ fn minimum_of(pdb: &Tree) -> Minimum {
         return Minimum::MaxUnavailable(m.clone());
     }
     match field("minAvailable") {
-        Some(Tree::Number(n)) => Minimum::MinCount(n.as_i64().unwrap_or(0)),
+        Some(n) if n.is_number() => Minimum::MinCount(n.as_i64().unwrap_or(0)),
         Some(Tree::String(s)) => match s.strip_suffix('%').and_then(|p| p.parse().ok()) {
             Some(p) => Minimum::MinPercent(p),
             None => Minimum::None,

@@ -162,7 +162,7 @@ pub trait Json: Ptr + Field<Out = Self> + PartialEq + serde::Serialize + Sized {
     fn is_null(&self) -> bool;
     fn is_object(&self) -> bool;
     fn as_array(&self) -> Option<&[Self]>;
-    fn number(&self) -> Option<&serde_json::Number>;
+    fn number(&self) -> Option<serde_json::Number>;
     /// An object's entries in order; `None` for anything else.
     fn entries(&self) -> Option<impl Iterator<Item = (&str, &Self)>>;
     /// A deep copy as a `serde_json::Value`.
@@ -196,9 +196,9 @@ impl Json for Value {
     fn as_array(&self) -> Option<&[Value]> {
         Value::as_array(self).map(Vec::as_slice)
     }
-    fn number(&self) -> Option<&serde_json::Number> {
+    fn number(&self) -> Option<serde_json::Number> {
         match self {
-            Value::Number(n) => Some(n),
+            Value::Number(n) => Some(n.clone()),
             _ => None,
         }
     }

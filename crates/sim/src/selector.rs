@@ -663,7 +663,7 @@ pub fn field_value<V: Json>(obj: &V, field: &str) -> String {
     match cur {
         Some(c) if c.as_str().is_some() => c.as_str().unwrap_or_default().to_string(),
         Some(c) if c.as_bool().is_some() => c.as_bool().unwrap_or_default().to_string(),
-        Some(c) if c.number().is_some() => c.number().map(ToString::to_string).unwrap_or_default(),
+        Some(c) if c.number().is_some() => c.number().map(|n| n.to_string()).unwrap_or_default(),
         None if BOOL_FIELDS_DEFAULT_FALSE.contains(&field) => "false".into(),
         Some(c) if c.is_null() && BOOL_FIELDS_DEFAULT_FALSE.contains(&field) => "false".into(),
         _ => String::new(),

@@ -17,14 +17,17 @@ use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::{Deref, Index};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
+
+use arcstr::ArcStr;
+use triomphe::ThinArc;
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Number, Value};
 
 /// A shared, immutable string.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Str(Arc<str>);
+pub struct Str(ArcStr);
 
 impl Str {
     pub fn as_str(&self) -> &str {
@@ -32,7 +35,7 @@ impl Str {
     }
 
     fn ptr_eq(&self, other: &Str) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        ArcStr::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -87,7 +90,7 @@ impl PartialEq<String> for Str {
 
 impl From<&str> for Str {
     fn from(s: &str) -> Self {
-        Str(Arc::from(s))
+        Str(ArcStr::from(s))
     }
 }
 
@@ -103,7 +106,7 @@ const INTERN_MAX_LEN: usize = 64;
 /// are unbounded in principle; field names and label keys are few).
 const INTERN_MAX_KEYS: usize = 1 << 16;
 
-static KEYS: LazyLock<Mutex<HashSet<Arc<str>, crate::json::FnvBuild>>> =
+static KEYS: LazyLock<Mutex<HashSet<ArcStr, crate::json::FnvBuild>>> =
     LazyLock::new(|| Mutex::new(HashSet::default()));
 
 /// The one shared copy of a map key.
@@ -115,7 +118,7 @@ fn intern(key: &str) -> Str {
     if let Some(k) = keys.get(key) {
         return Str(k.clone());
     }
-    let k: Arc<str> = Arc::from(key);
+    let k = ArcStr::from(key);
     if keys.len() < INTERN_MAX_KEYS {
         keys.insert(k.clone());
     }
@@ -135,7 +138,7 @@ fn text(s: &str) -> Str {
 
 /// A JSON object: its entries in order, in one shared allocation.
 #[derive(Clone)]
-pub struct Obj(Arc<[(Str, Tree)]>);
+pub struct Obj(ThinArc<(), (Str, Tree)>);
 
 /// The iterator over an [`Obj`]'s entries.
 pub type Entries<'a> =
@@ -146,11 +149,23 @@ fn entry(e: &(Str, Tree)) -> (&Str, &Tree) {
 }
 
 impl Obj {
+    fn new(entries: Vec<(Str, Tree)>) -> Obj {
+        Obj(ThinArc::from_header_and_iter((), entries.into_iter()))
+    }
+
+    fn slice(&self) -> &[(Str, Tree)] {
+        &self.0.slice
+    }
+
+    fn ptr(&self) -> usize {
+        self.0.ptr() as usize
+    }
+
     /// The value under `key`: a linear scan (Kubernetes objects are small maps).
     #[inline]
     pub fn get(&self, key: &str) -> Option<&Tree> {
         let kb = key.as_bytes();
-        self.0
+        self.slice()
             .iter()
             .find(|(k, _)| {
                 let b = k.as_bytes();
@@ -170,31 +185,31 @@ impl Obj {
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.slice().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.slice().is_empty()
     }
 
     pub fn iter(&self) -> Entries<'_> {
-        self.0
+        self.slice()
             .iter()
             .map(entry as fn(&(Str, Tree)) -> (&Str, &Tree))
     }
 
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &Str> + ExactSizeIterator {
-        self.0.iter().map(|(k, _)| k)
+        self.slice().iter().map(|(k, _)| k)
     }
 
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &Tree> + ExactSizeIterator {
-        self.0.iter().map(|(_, v)| v)
+        self.slice().iter().map(|(_, v)| v)
     }
 
     /// The object as a `serde_json` map (a copy).
     pub fn to_map(&self) -> Map<String, Value> {
-        let mut m = Map::with_capacity(self.0.len());
-        for (k, v) in self.0.iter() {
+        let mut m = Map::with_capacity(self.slice().len());
+        for (k, v) in self.slice().iter() {
             m.insert(k.to_string(), v.to_value());
         }
         m
@@ -211,30 +226,51 @@ impl<'a> IntoIterator for &'a Obj {
 
 impl PartialEq for Obj {
     fn eq(&self, other: &Obj) -> bool {
-        if Arc::ptr_eq(&self.0, &other.0) {
+        if self.ptr() == other.ptr() {
             return true;
         }
-        if self.0.len() != other.0.len() {
+        if self.slice().len() != other.slice().len() {
             return false;
         }
         // Versions of one object keep their keys in order: compare entry by entry, and look
         // keys up only when the orders differ (equality does not depend on order, as in
         // serde_json).
         let ordered = self
-            .0
+            .slice()
             .iter()
-            .zip(other.0.iter())
+            .zip(other.slice().iter())
             .all(|((ka, _), (kb, _))| ka == kb);
         if ordered {
-            self.0
+            self.slice()
                 .iter()
-                .zip(other.0.iter())
+                .zip(other.slice().iter())
                 .all(|((_, a), (_, b))| a == b)
         } else {
-            self.0
+            self.slice()
                 .iter()
                 .all(|(k, v)| other.get(k).is_some_and(|w| v == w))
         }
+    }
+}
+
+/// A JSON list, in one shared allocation.
+#[derive(Clone)]
+pub struct Arr(ThinArc<(), Tree>);
+
+impl Arr {
+    fn new(items: Vec<Tree>) -> Arr {
+        Arr(ThinArc::from_header_and_iter((), items.into_iter()))
+    }
+
+    fn ptr(&self) -> usize {
+        self.0.ptr() as usize
+    }
+}
+
+impl Deref for Arr {
+    type Target = [Tree];
+    fn deref(&self) -> &[Tree] {
+        &self.0.slice
     }
 }
 
@@ -244,9 +280,13 @@ pub enum Tree {
     #[default]
     Null,
     Bool(bool),
-    Number(Number),
+    /// A non-negative integer (as serde_json keeps them).
+    PosInt(u64),
+    /// A negative integer.
+    NegInt(i64),
+    Float(f64),
     String(Str),
-    Array(Arc<[Tree]>),
+    Array(Arr),
     Object(Obj),
 }
 
@@ -275,7 +315,7 @@ impl Tree {
     }
 
     pub fn is_number(&self) -> bool {
-        matches!(self, Tree::Number(_))
+        matches!(self, Tree::PosInt(_) | Tree::NegInt(_) | Tree::Float(_))
     }
 
     pub fn is_boolean(&self) -> bool {
@@ -283,11 +323,12 @@ impl Tree {
     }
 
     pub fn is_i64(&self) -> bool {
-        matches!(self, Tree::Number(n) if n.is_i64())
+        matches!(self, Tree::NegInt(_))
+            || matches!(self, Tree::PosInt(u) if i64::try_from(*u).is_ok())
     }
 
     pub fn is_u64(&self) -> bool {
-        matches!(self, Tree::Number(n) if n.is_u64())
+        matches!(self, Tree::PosInt(_))
     }
 
     pub fn as_str(&self) -> Option<&str> {
@@ -306,21 +347,34 @@ impl Tree {
 
     pub fn as_i64(&self) -> Option<i64> {
         match self {
-            Tree::Number(n) => n.as_i64(),
+            Tree::PosInt(u) => i64::try_from(*u).ok(),
+            Tree::NegInt(i) => Some(*i),
             _ => None,
         }
     }
 
     pub fn as_u64(&self) -> Option<u64> {
         match self {
-            Tree::Number(n) => n.as_u64(),
+            Tree::PosInt(u) => Some(*u),
             _ => None,
         }
     }
 
     pub fn as_f64(&self) -> Option<f64> {
         match self {
-            Tree::Number(n) => n.as_f64(),
+            Tree::PosInt(u) => Some(*u as f64),
+            Tree::NegInt(i) => Some(*i as f64),
+            Tree::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// The number, as serde_json holds it.
+    pub fn number(&self) -> Option<Number> {
+        match self {
+            Tree::PosInt(u) => Some(Number::from(*u)),
+            Tree::NegInt(i) => Some(Number::from(*i)),
+            Tree::Float(f) => Number::from_f64(*f),
             _ => None,
         }
     }
@@ -393,18 +447,17 @@ impl Tree {
     /// shared allocation once for all calls with the same `seen` (a census of many versions).
     pub fn heap_bytes(&self, seen: &mut HashSet<usize>) -> usize {
         let round = |n: usize| n.div_ceil(16) * 16;
+        // A thin Arc's allocation: its count and its length, then the items.
         let header = 2 * std::mem::size_of::<usize>();
         match self {
-            Tree::String(s) if seen.insert(Arc::as_ptr(&s.0) as *const u8 as usize) => {
-                round(header + s.len())
-            }
-            Tree::Array(a) if seen.insert(Arc::as_ptr(a) as *const u8 as usize) => {
+            Tree::String(s) if seen.insert(s.as_str().as_ptr() as usize) => round(header + s.len()),
+            Tree::Array(a) if seen.insert(a.ptr()) => {
                 round(header + a.len() * std::mem::size_of::<Tree>())
                     + a.iter().map(|v| v.heap_bytes(seen)).sum::<usize>()
             }
-            Tree::Object(o) if seen.insert(Arc::as_ptr(&o.0) as *const u8 as usize) => {
+            Tree::Object(o) if seen.insert(o.ptr()) => {
                 round(header + o.len() * std::mem::size_of::<(Str, Tree)>())
-                    + o.0
+                    + o.slice()
                         .iter()
                         .map(|(k, v)| Tree::String(k.clone()).heap_bytes(seen) + v.heap_bytes(seen))
                         .sum::<usize>()
@@ -418,7 +471,9 @@ impl Tree {
         match self {
             Tree::Null => Value::Null,
             Tree::Bool(b) => Value::Bool(*b),
-            Tree::Number(n) => Value::Number(n.clone()),
+            Tree::PosInt(_) | Tree::NegInt(_) | Tree::Float(_) => {
+                self.number().map_or(Value::Null, Value::Number)
+            }
             Tree::String(s) => Value::String(s.to_string()),
             Tree::Array(a) => Value::Array(a.iter().map(Tree::to_value).collect()),
             Tree::Object(o) => Value::Object(o.to_map()),
@@ -432,7 +487,7 @@ impl Tree {
             return value;
         };
         let olds: &[(Str, Tree)] = match self {
-            Tree::Object(o) => &o.0,
+            Tree::Object(o) => o.slice(),
             _ => &[],
         };
         let mut out: Vec<(Str, Tree)> = Vec::with_capacity(olds.len() + 1);
@@ -448,18 +503,19 @@ impl Tree {
         if !found {
             out.push((intern(first), Tree::Null.with_at(rest, value)));
         }
-        Tree::Object(Obj(out.into()))
+        Tree::Object(Obj::new(out))
     }
 
     /// A copy without the object key `key` (the same tree when it has none).
     pub fn without(&self, key: &str) -> Tree {
         match self {
-            Tree::Object(o) if o.contains_key(key) => Tree::Object(Obj(o
-                .0
-                .iter()
-                .filter(|(k, _)| k.as_str() != key)
-                .cloned()
-                .collect())),
+            Tree::Object(o) if o.contains_key(key) => Tree::Object(Obj::new(
+                o.slice()
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != key)
+                    .cloned()
+                    .collect(),
+            )),
             _ => self.clone(),
         }
     }
@@ -476,7 +532,7 @@ impl Tree {
         };
         let mut out: Vec<(Str, Tree)> = Vec::with_capacity(t.len() + p.len());
         let mut changed = false;
-        for (k, v) in t.0.iter() {
+        for (k, v) in t.slice().iter() {
             match crate::json::get(p, k) {
                 None => out.push((k.clone(), v.clone())),
                 Some(Value::Null) => changed = true,
@@ -505,7 +561,7 @@ impl Tree {
             }
         }
         if changed {
-            Tree::Object(Obj(out.into()))
+            Tree::Object(Obj::new(out))
         } else {
             self.clone()
         }
@@ -515,12 +571,14 @@ impl Tree {
     /// [`Tree::shared_with`] kept.
     fn is_shared(&self, other: &Tree) -> bool {
         match (self, other) {
-            (Tree::Object(a), Tree::Object(b)) => Arc::ptr_eq(&a.0, &b.0),
-            (Tree::Array(a), Tree::Array(b)) => Arc::ptr_eq(a, b),
+            (Tree::Object(a), Tree::Object(b)) => a.ptr() == b.ptr(),
+            (Tree::Array(a), Tree::Array(b)) => a.ptr() == b.ptr(),
             (Tree::String(a), Tree::String(b)) => a.ptr_eq(b),
             (Tree::Null, Tree::Null) => true,
             (Tree::Bool(a), Tree::Bool(b)) => a == b,
-            (Tree::Number(a), Tree::Number(b)) => a == b,
+            (Tree::PosInt(a), Tree::PosInt(b)) => a == b,
+            (Tree::NegInt(a), Tree::NegInt(b)) => a == b,
+            (Tree::Float(a), Tree::Float(b)) => a == b,
             _ => false,
         }
     }
@@ -531,7 +589,7 @@ impl Tree {
     pub fn shared_with(v: &Value, old: &Tree) -> Tree {
         match (v, old) {
             (Value::Object(m), Tree::Object(o)) => {
-                let olds = &o.0;
+                let olds = o.slice();
                 // Built only from the first difference on.
                 let mut out: Option<Vec<(Str, Tree)>> = None;
                 if m.len() != olds.len() {
@@ -560,7 +618,7 @@ impl Tree {
                     }
                 }
                 match out {
-                    Some(v) => Tree::Object(Obj(v.into())),
+                    Some(v) => Tree::Object(Obj::new(v)),
                     None => old.clone(),
                 }
             }
@@ -590,12 +648,12 @@ impl Tree {
                     }
                 }
                 match out {
-                    Some(v) => Tree::Array(v.into()),
+                    Some(v) => Tree::Array(Arr::new(v)),
                     None => old.clone(),
                 }
             }
             (Value::String(s), Tree::String(o)) if s.as_str() == o.as_str() => old.clone(),
-            (Value::Number(n), Tree::Number(o)) if n == o => old.clone(),
+            (Value::Number(n), o) if o.number().as_ref() == Some(n) => old.clone(),
             (Value::Bool(b), Tree::Bool(o)) if b == o => old.clone(),
             (Value::Null, Tree::Null) => Tree::Null,
             _ => Tree::from(v),
@@ -641,11 +699,8 @@ impl crate::json::Json for Tree {
     fn as_array(&self) -> Option<&[Tree]> {
         Tree::as_array(self)
     }
-    fn number(&self) -> Option<&Number> {
-        match self {
-            Tree::Number(n) => Some(n),
-            _ => None,
-        }
+    fn number(&self) -> Option<Number> {
+        Tree::number(self)
     }
     fn entries(&self) -> Option<impl Iterator<Item = (&str, &Tree)>> {
         Tree::as_object(self).map(|o| o.iter().map(|(k, v)| (k.as_str(), v)))
@@ -663,13 +718,20 @@ impl From<&Value> for Tree {
         match v {
             Value::Null => Tree::Null,
             Value::Bool(b) => Tree::Bool(*b),
-            Value::Number(n) => Tree::Number(n.clone()),
+            Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => Tree::PosInt(u),
+                (None, Some(i)) => Tree::NegInt(i),
+                _ => Tree::Float(n.as_f64().unwrap_or(0.0)),
+            },
             Value::String(s) => Tree::String(text(s)),
-            Value::Array(a) => Tree::Array(a.iter().map(Tree::from).collect()),
-            Value::Object(m) => Tree::Object(Obj(m
-                .iter()
-                .map(|(k, v)| (intern(k), Tree::from(v)))
-                .collect())),
+            Value::Array(a) => Tree::Array(Arr(ThinArc::from_header_and_iter(
+                (),
+                a.iter().map(Tree::from),
+            ))),
+            Value::Object(m) => Tree::Object(Obj(ThinArc::from_header_and_iter(
+                (),
+                m.iter().map(|(k, v)| (intern(k), Tree::from(v))),
+            ))),
         }
     }
 }
@@ -711,9 +773,11 @@ impl PartialEq for Tree {
         match (self, other) {
             (Tree::Null, Tree::Null) => true,
             (Tree::Bool(a), Tree::Bool(b)) => a == b,
-            (Tree::Number(a), Tree::Number(b)) => a == b,
+            (Tree::PosInt(a), Tree::PosInt(b)) => a == b,
+            (Tree::NegInt(a), Tree::NegInt(b)) => a == b,
+            (Tree::Float(a), Tree::Float(b)) => a == b,
             (Tree::String(a), Tree::String(b)) => a == b,
-            (Tree::Array(a), Tree::Array(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
+            (Tree::Array(a), Tree::Array(b)) => a.ptr() == b.ptr() || a[..] == b[..],
             (Tree::Object(a), Tree::Object(b)) => a == b,
             _ => false,
         }
@@ -725,7 +789,7 @@ impl PartialEq<Value> for Tree {
         match (self, other) {
             (Tree::Null, Value::Null) => true,
             (Tree::Bool(a), Value::Bool(b)) => a == b,
-            (Tree::Number(a), Value::Number(b)) => a == b,
+            (a, Value::Number(b)) if a.is_number() => a.number().as_ref() == Some(b),
             (Tree::String(a), Value::String(b)) => a.as_str() == b.as_str(),
             (Tree::Array(a), Value::Array(b)) => {
                 a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x == y)
@@ -786,7 +850,9 @@ impl Serialize for Tree {
         match self {
             Tree::Null => s.serialize_unit(),
             Tree::Bool(b) => s.serialize_bool(*b),
-            Tree::Number(n) => n.serialize(s),
+            Tree::PosInt(u) => s.serialize_u64(*u),
+            Tree::NegInt(i) => s.serialize_i64(*i),
+            Tree::Float(f) => s.serialize_f64(*f),
             Tree::String(v) => s.serialize_str(v),
             Tree::Array(a) => {
                 let mut seq = s.serialize_seq(Some(a.len()))?;
@@ -901,14 +967,14 @@ mod tests {
     fn parts(t: &Tree, out: &mut HashSet<usize>) {
         match t {
             Tree::String(s) => {
-                out.insert(Arc::as_ptr(&s.0) as *const u8 as usize);
+                out.insert(s.as_str().as_ptr() as usize);
             }
             Tree::Array(a) => {
-                out.insert(Arc::as_ptr(a) as *const u8 as usize);
+                out.insert(a.ptr());
                 a.iter().for_each(|v| parts(v, out));
             }
             Tree::Object(o) => {
-                out.insert(Arc::as_ptr(&o.0) as *const u8 as usize);
+                out.insert(o.ptr());
                 o.values().for_each(|v| parts(v, out));
             }
             _ => {}
@@ -1012,6 +1078,35 @@ mod tests {
             Tree::Null.with_at(&["a", "b"], Tree::from(json!(1))),
             json!({"a": {"b": 1}})
         );
+    }
+
+    #[test]
+    fn values_are_two_words_and_entries_three() {
+        assert_eq!(std::mem::size_of::<Tree>(), 16);
+        assert_eq!(std::mem::size_of::<(Str, Tree)>(), 24);
+    }
+
+    #[test]
+    fn numbers_read_and_compare_like_serde() {
+        for v in [
+            json!(0),
+            json!(7),
+            json!(-3),
+            json!(1.5),
+            json!(u64::MAX),
+            json!(i64::MIN),
+        ] {
+            let t = Tree::from(&v);
+            assert_eq!(t, v);
+            assert_eq!(t.to_value(), v);
+            assert_eq!(t.to_string(), v.to_string());
+            assert_eq!(
+                (t.as_i64(), t.as_u64(), t.as_f64(), t.is_i64(), t.is_u64()),
+                (v.as_i64(), v.as_u64(), v.as_f64(), v.is_i64(), v.is_u64()),
+                "{v}"
+            );
+        }
+        assert_ne!(Tree::from(json!(1)), json!(1.0));
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl PdbPod {
 /// `intstr.GetScaledValueFromIntOrPercent(v, total, roundUp=true)`.
 fn scaled(v: &Tree, total: i64) -> Result<i64, String> {
     match v {
-        Tree::Number(n) => n
+        n if n.is_number() => n
             .as_i64()
             .ok_or_else(|| format!("invalid value for IntOrString: {n}")),
         Tree::String(s) => {
@@ -607,7 +607,7 @@ impl State {
                 let max = scaled(mu, expected)?;
                 (expected, expected.saturating_sub(max).max(0))
             }
-            (_, Some(Tree::Number(n))) => (pods.len() as i64, n.as_i64().unwrap_or(0)),
+            (_, Some(n)) if n.is_number() => (pods.len() as i64, n.as_i64().unwrap_or(0)),
             (_, Some(ma)) if !ma.is_null() => {
                 let expected = self.expected_scale(&ns, &pods, &mut deps).await?;
                 (expected, scaled(ma, expected)?)
