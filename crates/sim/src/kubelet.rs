@@ -669,7 +669,8 @@ struct Fleet {
     view: RunningView,
     cfg: KubeletConfig,
     nodes: BTreeMap<String, NodeRec>,
-    pods: BTreeMap<PodKey, PodRec>,
+    /// Boxed: a record is large, and a B-tree node holds eleven of them whether used or not.
+    pods: BTreeMap<PodKey, Box<PodRec>>,
     by_node: BTreeMap<String, BTreeSet<PodKey>>,
     timers: BTreeMap<(Instant, u64), Timer>,
     seq: u64,
@@ -1514,7 +1515,7 @@ impl Fleet {
                 .entry(node.to_string())
                 .or_default()
                 .insert(key.clone());
-            self.pods.insert(key.clone(), rec);
+            self.pods.insert(key.clone(), Box::new(rec));
             self.publish(&key);
             if active {
                 self.admit(&key).await;

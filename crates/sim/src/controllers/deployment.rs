@@ -95,7 +95,7 @@ struct DController {
     pods: Cache,
     /// Deployment uid → (generation, its pod template normalized): a template changes only
     /// with the spec, which bumps the generation.
-    templates: HashMap<String, (i64, Value)>,
+    templates: HashMap<String, (i64, Tree)>,
     /// ReplicaSet uid → (its generation, the deployment's uid and generation, whether their
     /// templates are equal ignoring the hash label).
     same_template: HashMap<String, (i64, String, i64, bool)>,
@@ -531,12 +531,12 @@ impl DController {
     }
 
     /// `EqualIgnoreHash` of a deployment template (already normalized) and a set's template.
-    fn equal_ignore_hash(&self, d_template: &Value, rs_template: &Tree) -> bool {
+    fn equal_ignore_hash(&self, d_template: &impl Json, rs_template: &Tree) -> bool {
         let mut t = rs_template.to_value();
         if let Some(Value::Object(labels)) = t.pointer_mut("/metadata/labels") {
             labels.remove(HASH_LABEL);
         }
-        let mut dt = d_template.clone();
+        let mut dt = d_template.to_value();
         if let Some(Value::Object(labels)) = dt.pointer_mut("/metadata/labels") {
             labels.remove(HASH_LABEL);
         }
@@ -557,7 +557,8 @@ impl DController {
                 });
                 return Sets { all, new };
             }
-            self.templates.insert(d_uid.clone(), (d_gen, dt));
+            self.templates
+                .insert(d_uid.clone(), (d_gen, Tree::from(&dt)));
         }
         let mut new = None;
         for (i, rs) in all.iter().enumerate() {
