@@ -335,13 +335,12 @@ fn store_err(info: &ResourceInfo, name: &str) -> impl Fn(StoreError) -> ApiError
     move |e| ApiError::from_store(e, &q, &name)
 }
 
-fn finalizers(v: &Value) -> Vec<String> {
-    meta(v)
-        .and_then(|m| m.field("finalizers"))
-        .and_then(Value::as_array)
+fn finalizers<V: Json>(v: &V) -> Vec<String> {
+    v.ptr("/metadata/finalizers")
+        .and_then(Json::as_array)
         .map(|a| {
             a.iter()
-                .filter_map(Value::as_str)
+                .filter_map(Json::as_str)
                 .map(str::to_string)
                 .collect()
         })
@@ -1321,11 +1320,11 @@ pub(crate) async fn write_back(
 }
 
 /// A namespace is held by its spec finalizers until the namespace controller releases it.
-fn holds_namespace(info: &ResourceInfo, v: &Value) -> bool {
+fn holds_namespace<V: Json>(info: &ResourceInfo, v: &V) -> bool {
     info.group.is_empty()
         && info.resource == "namespaces"
         && v.ptr("/spec/finalizers")
-            .and_then(Value::as_array)
+            .and_then(Json::as_array)
             .is_some_and(|a| !a.is_empty())
 }
 
@@ -1557,8 +1556,7 @@ pub async fn bind(
     let key = key_for(info, Some(ns), name);
     for _ in 0..CONFLICT_RETRIES {
         let cur = get(server, info, Some(ns), name).await?;
-        let cur_v = cur.value.to_value();
-        if meta(&cur_v).is_some_and(|m| m.contains_key("deletionTimestamp")) {
+        if cur.value.ptr("/metadata/deletionTimestamp").is_some() {
             return Err(ApiError::conflict(
                 &info.qualified(),
                 name,
@@ -1577,26 +1575,29 @@ pub async fn bind(
                 &format!("pod {name} is already assigned to node \"{existing}\""),
             ));
         }
-        let mut new = cur_v.clone();
-        new["spec"]["nodeName"] = json!(node);
-        let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-            "lastTransitionTime": server.clock.timestamp()});
-        let conds = new["status"]["conditions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let mut conds: Vec<Value> = conds
-            .into_iter()
+        // The new version shares everything but the node name and the conditions.
+        let cond = Tree::from(json!({"type": "PodScheduled", "status": "True",
+            "lastProbeTime": null, "lastTransitionTime": server.clock.timestamp()}));
+        let mut conds: Vec<Tree> = cur
+            .value
+            .ptr("/status/conditions")
+            .and_then(Tree::as_array)
+            .unwrap_or_default()
+            .iter()
             .filter(|c| c["type"] != "PodScheduled")
+            .cloned()
             .collect();
         conds.push(cond);
-        new["status"]["conditions"] = json!(conds);
+        let new = cur
+            .value
+            .with_at(&["spec", "nodeName"], Tree::from(json!(node)))
+            .with_at(&["status", "conditions"], Tree::list(conds));
         if opts.dry_run {
             return Ok(value_response(StatusCode::CREATED, &success_status()));
         }
         match server
             .store
-            .update(&key, new, &Precondition::revision(cur.revision))
+            .update_tree(&key, new, &Precondition::revision(cur.revision))
             .await
         {
             Ok(_) => return Ok(value_response(StatusCode::CREATED, &success_status())),
@@ -1711,9 +1712,8 @@ pub async fn delete(
     let q = info.qualified();
     for _ in 0..CONFLICT_RETRIES {
         let cur = get(server, info, ns, name).await?;
-        let cur_v = cur.value.to_value();
         if let Some(uid) = &opts.precondition.uid {
-            let actual = meta_str(&cur_v, "uid").unwrap_or("");
+            let actual = meta_str(&cur.value, "uid").unwrap_or("");
             if actual != uid {
                 return Err(ApiError::conflict(
                     &q,
@@ -1736,7 +1736,7 @@ pub async fn delete(
                 ),
             ));
         }
-        let mut fins = finalizers(&cur_v);
+        let mut fins = finalizers(&cur.value);
         match opts.propagation.as_deref() {
             Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {
                 fins.push("foregroundDeletion".into())
@@ -1746,21 +1746,20 @@ pub async fn delete(
         }
         let is_pod = info.group.is_empty() && info.resource == "pods";
         let grace = if is_pod {
-            pod_grace(&cur_v, opts.grace_period)
+            pod_grace(&cur.value, opts.grace_period)
         } else {
             0
         };
         let now = server.clock.now();
-        let already = meta(&cur_v)
-            .and_then(|m| m.field("deletionTimestamp"))
-            .is_some();
-        let held = !fins.is_empty() || holds_namespace(info, &cur_v);
+        let already = cur.value.ptr("/metadata/deletionTimestamp").is_some();
+        let held = !fins.is_empty() || holds_namespace(info, &cur.value);
         if already {
-            let cur_grace = meta(&cur_v)
-                .and_then(|m| m.field("deletionGracePeriodSeconds"))
-                .and_then(Value::as_i64)
+            let cur_grace = cur
+                .value
+                .ptr("/metadata/deletionGracePeriodSeconds")
+                .and_then(Tree::as_i64)
                 .unwrap_or(0);
-            if grace >= cur_grace && fins == finalizers(&cur_v) {
+            if grace >= cur_grace && fins == finalizers(&cur.value) {
                 return Ok((false, cur));
             }
         }
@@ -1781,28 +1780,27 @@ pub async fn delete(
                 Err(e) => return Err(ApiError::from_store(e, &q, name)),
             }
         }
-        let mut new = cur_v.clone();
-        {
-            let m = meta_mut(&mut new);
-            let when = now + chrono::Duration::seconds(grace);
-            m.insert(
-                "deletionTimestamp".into(),
-                json!(crate::server::format_time(when)),
+        // The new version shares everything but what the deletion sets.
+        let when = crate::server::format_time(now + chrono::Duration::seconds(grace));
+        let mut new = cur
+            .value
+            .with_at(&["metadata", "deletionTimestamp"], Tree::from(json!(when)))
+            .with_at(
+                &["metadata", "deletionGracePeriodSeconds"],
+                Tree::from(json!(grace)),
             );
-            m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            if !fins.is_empty() {
-                m.insert("finalizers".into(), json!(fins));
-            }
+        if !fins.is_empty() {
+            new = new.with_at(&["metadata", "finalizers"], Tree::from(json!(fins)));
         }
         if info.group.is_empty() && info.resource == "namespaces" {
-            new["status"]["phase"] = json!("Terminating");
+            new = new.with_at(&["status", "phase"], Tree::from(json!("Terminating")));
         }
         if opts.dry_run {
-            return Ok((false, Arc::new(StoredObject::unstored(new))));
+            return Ok((false, Arc::new(StoredObject::unstored(new.to_value()))));
         }
         match server
             .store
-            .update(&key, new, &Precondition::revision(cur.revision))
+            .update_tree(&key, new, &Precondition::revision(cur.revision))
             .await
         {
             Ok(s) => return Ok((false, s)),
@@ -1815,13 +1813,13 @@ pub async fn delete(
 
 /// The grace period of a pod deletion: requested, else the pod's own, else 30 s; zero for pods
 /// that never ran on a node or already finished (they have nothing to stop).
-fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
+fn pod_grace<V: Json>(pod: &V, requested: Option<i64>) -> i64 {
     let unbound = pod
         .ptr("/spec/nodeName")
-        .and_then(Value::as_str)
+        .and_then(Json::as_str)
         .is_none_or(str::is_empty);
     let terminal = matches!(
-        pod.ptr("/status/phase").and_then(Value::as_str),
+        pod.ptr("/status/phase").and_then(Json::as_str),
         Some("Succeeded" | "Failed")
     );
     if unbound || terminal {
@@ -1830,7 +1828,7 @@ fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
     let g = requested
         .or_else(|| {
             pod.ptr("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
+                .and_then(Json::as_i64)
         })
         .unwrap_or(30);
     // Like the real server: a negative request means "as soon as possible" (1 s).

@@ -210,7 +210,7 @@ impl Obj {
     pub fn to_map(&self) -> Map<String, Value> {
         let mut m = Map::with_capacity(self.slice().len());
         for (k, v) in self.slice().iter() {
-            m.insert(k.to_string(), v.to_value());
+            m.insert(k.as_str().to_owned(), v.to_value());
         }
         m
     }
@@ -474,10 +474,15 @@ impl Tree {
             Tree::PosInt(_) | Tree::NegInt(_) | Tree::Float(_) => {
                 self.number().map_or(Value::Null, Value::Number)
             }
-            Tree::String(s) => Value::String(s.to_string()),
+            Tree::String(s) => Value::String(s.as_str().to_owned()),
             Tree::Array(a) => Value::Array(a.iter().map(Tree::to_value).collect()),
             Tree::Object(o) => Value::Object(o.to_map()),
         }
+    }
+
+    /// A list of these items.
+    pub fn list(items: Vec<Tree>) -> Tree {
+        Tree::Array(Arr::new(items))
     }
 
     /// A copy with `value` at `path` (object keys; missing or non-object steps become objects),
