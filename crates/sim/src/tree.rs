@@ -30,6 +30,7 @@ use serde_json::{Map, Number, Value};
 pub struct Str(ArcStr);
 
 impl Str {
+    #[inline]
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -41,6 +42,7 @@ impl Str {
 
 impl Deref for Str {
     type Target = str;
+    #[inline]
     fn deref(&self) -> &str {
         &self.0
     }
@@ -153,6 +155,7 @@ impl Obj {
         Obj(ThinArc::from_header_and_iter((), entries.into_iter()))
     }
 
+    #[inline]
     fn slice(&self) -> &[(Str, Tree)] {
         &self.0.slice
     }
@@ -269,6 +272,7 @@ impl Arr {
 
 impl Deref for Arr {
     type Target = [Tree];
+    #[inline]
     fn deref(&self) -> &[Tree] {
         &self.0.slice
     }
@@ -379,6 +383,7 @@ impl Tree {
         }
     }
 
+    #[inline]
     pub fn as_array(&self) -> Option<&[Tree]> {
         match self {
             Tree::Array(a) => Some(a),
@@ -386,6 +391,7 @@ impl Tree {
         }
     }
 
+    #[inline]
     pub fn as_object(&self) -> Option<&Obj> {
         match self {
             Tree::Object(o) => Some(o),
@@ -409,6 +415,7 @@ impl Tree {
     }
 
     /// The value at a JSON pointer (RFC 6901), as `Value::pointer`.
+    #[inline]
     pub fn ptr(&self, path: &str) -> Option<&Tree> {
         if path.is_empty() {
             return Some(self);

@@ -651,8 +651,14 @@ impl DController {
                 }
             }
             let rev = annotation(&copy, REVISION).unwrap_or("").to_string();
-            let mut status = d.field("status").map_or_else(|| json!({}), Tree::to_value);
-            if has_progress_deadline(d) && get_cond(&status, "Progressing").is_none() {
+            // The status changes only when a Progressing condition is due (copied then).
+            let needs_cond = has_progress_deadline(d)
+                && d.field("status")
+                    .and_then(|s| get_cond(s, "Progressing"))
+                    .is_none();
+            let mut status = Value::Null;
+            if needs_cond {
+                status = d.field("status").map_or_else(|| json!({}), Tree::to_value);
                 let msg = format!(
                     "Found new replica set \"{}\"",
                     str_at(&copy, "/metadata/name")
@@ -664,7 +670,9 @@ impl DController {
                 );
             }
             self.set_d_revision(key, d, &rev, q).await?;
-            self.write_d_status(key, d, status, q).await?;
+            if needs_cond {
+                self.write_d_status(key, d, status, q).await?;
+            }
             return Ok(sets);
         }
         if !create {
