@@ -92,17 +92,20 @@ impl Ptr for Value {
         for token in tokens(rest) {
             cur = match cur {
                 Value::Object(m) => get(m, token)?,
-                Value::Array(a) => {
-                    if token.len() > 1 && token.starts_with('0') || token.starts_with('+') {
-                        return None;
-                    }
-                    a.get(token.parse::<usize>().ok()?)?
-                }
+                Value::Array(a) => a.get(array_index(token)?)?,
                 _ => return None,
             };
         }
         Some(cur)
     }
+}
+
+/// A JSON pointer token as a list index (RFC 6901: digits, no leading zero).
+pub(crate) fn array_index(token: &str) -> Option<usize> {
+    if token.len() > 1 && token.starts_with('0') || token.starts_with('+') {
+        return None;
+    }
+    token.parse().ok()
 }
 
 /// The `/`-separated tokens of a path (without its leading `/`), found byte by byte.

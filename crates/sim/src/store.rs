@@ -730,15 +730,7 @@ impl Store for MemoryStore {
         pre: &Precondition,
     ) -> Result<Arc<StoredObject>, StoreError> {
         let mut inner = self.lock();
-        let previous = inner
-            .tables
-            .get(&key.resource)
-            .and_then(|t| t.objects.get(&key.pair() as &dyn NsName))
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound(key_string(key)))?;
-        Self::check(key, &previous, pre)?;
-        let rev = inner.revision + 1;
-        inner.revision = rev;
+        let (previous, rev) = Self::next_write(&mut inner, key, pre)?;
         if let Some(t) = inner.tables.get_mut(&key.resource) {
             t.unindex(key.pair(), &previous.value);
             t.unindex_labels(key.pair(), &previous.value);
@@ -810,6 +802,24 @@ impl Store for MemoryStore {
 }
 
 impl MemoryStore {
+    /// The current version of `key` once `pre` holds, and the revision of the write about to
+    /// replace or remove it (taken).
+    fn next_write(
+        inner: &mut Inner,
+        key: &ObjectKey,
+        pre: &Precondition,
+    ) -> Result<(Arc<StoredObject>, u64), StoreError> {
+        let previous = inner
+            .tables
+            .get(&key.resource)
+            .and_then(|t| t.objects.get(&key.pair() as &dyn NsName))
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(key_string(key)))?;
+        Self::check(key, &previous, pre)?;
+        inner.revision += 1;
+        Ok((previous, inner.revision))
+    }
+
     /// The common part of the updates: check, make the new version, index, record.
     fn replace(
         &self,
@@ -818,15 +828,7 @@ impl MemoryStore {
         make: impl FnOnce(&Tree, u64) -> StoredObject,
     ) -> Result<Arc<StoredObject>, StoreError> {
         let mut inner = self.lock();
-        let previous = inner
-            .tables
-            .get(&key.resource)
-            .and_then(|t| t.objects.get(&key.pair() as &dyn NsName))
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound(key_string(key)))?;
-        Self::check(key, &previous, pre)?;
-        let rev = inner.revision + 1;
-        inner.revision = rev;
+        let (previous, rev) = Self::next_write(&mut inner, key, pre)?;
         let stored = Arc::new(make(&previous.value, rev));
         if let Some(t) = inner.tables.get_mut(&key.resource) {
             if t.by_node.is_some() && node_of(&previous.value) != node_of(&stored.value) {

@@ -433,12 +433,7 @@ impl Tree {
             };
             cur = match cur {
                 Tree::Object(m) => m.get(token)?,
-                Tree::Array(a) => {
-                    if token.len() > 1 && token.starts_with('0') || token.starts_with('+') {
-                        return None;
-                    }
-                    a.get(token.parse::<usize>().ok()?)?
-                }
+                Tree::Array(a) => a.get(crate::json::array_index(token)?)?,
                 _ => return None,
             };
         }
