@@ -229,6 +229,10 @@ pub async fn run(cmd: SimCommand) -> Result<()> {
                         .await
                         .map_err(|e| BadInput(e.to_string()))?;
                     // Serve a settled cluster, with probes counting from there.
+                    eprintln!(
+                        "starting the simulated cluster: waiting up to 120 s for every node Ready \
+                         and every pod Running..."
+                    );
                     if let Err(err) = sim.wait_steady(Duration::from_secs(120)).await {
                         eprintln!("warning: {err}; serving it anyway");
                     }
