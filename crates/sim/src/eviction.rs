@@ -24,16 +24,6 @@ pub const MAX_DISRUPTED_POD_SIZE: usize = 2000;
 const RETRIES: usize = 20;
 const VIOLATION: &str = "Cannot evict pod as it would violate the pod's disruption budget.";
 
-fn pod_ready(pod: &Tree) -> bool {
-    pod.ptr("/status/conditions")
-        .and_then(Tree::as_array)
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c["type"].as_str() == Some("Ready") && c["status"].as_str() == Some("True")
-            })
-        })
-}
-
 /// Pods in these states were already disrupted (or never ran): the budget does not apply.
 fn can_ignore_pdb(pod: &Tree) -> bool {
     matches!(
@@ -161,7 +151,7 @@ pub async fn evict(
             .ptr("/spec/unhealthyPodEvictionPolicy")
             .and_then(Tree::as_str)
             == Some("AlwaysAllow");
-        if !pod_ready(&pod.value)
+        if !crate::controllers::endpoints::pod_ready(&pod.value)
             && (always_allow
                 || (status("currentHealthy") >= status("desiredHealthy")
                     && status("desiredHealthy") > 0))

@@ -39,7 +39,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::cluster::{Change, Cluster};
+use crate::cluster::{Change, Cluster, ns_name};
 use crate::registry::ResourceInfo;
 use crate::rest::{self, PatchBody, PatchKind, WriteOptions};
 use crate::store::{EventType, StoredObject};
@@ -857,17 +857,6 @@ pub struct NodeUsage {
     pub requested: Res,
     pub non_zero: Res,
     pub pods: i64,
-}
-
-/// `metadata.namespace` and `metadata.name` ("" when absent).
-fn ns_name<V: Json>(v: &V) -> (&str, &str) {
-    let m = v.field("metadata");
-    let s = |k: &str| {
-        m.and_then(|m| m.field(k))
-            .and_then(Json::as_str)
-            .unwrap_or("")
-    };
-    (s("namespace"), s("name"))
 }
 
 /// `v[p0][p1]...` without `Value::pointer`'s per-segment allocations.

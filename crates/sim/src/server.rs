@@ -287,13 +287,12 @@ impl ApiServer {
         .await?;
         match status {
             Some(status) if info.has_subresource("status") => {
-                let name = created
-                    .value()
+                let mut with_status = created.value();
+                let name = with_status
                     .ptr("/metadata/name")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                let mut with_status = created.value();
                 with_status["status"] = status;
                 crate::defaults::normalize(&info, &mut with_status);
                 let key = ObjectKey::new(&info.key(), namespace.as_deref().unwrap_or(""), &name);

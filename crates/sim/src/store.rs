@@ -70,52 +70,43 @@ pub struct StoredObject {
 }
 
 impl StoredObject {
-    fn new(mut value: Value, revision: u64) -> Self {
-        set_revision(&mut value, revision);
+    fn of(value: Tree, revision: u64) -> Self {
         StoredObject {
-            value: Tree::from(&value),
+            value,
             json: std::sync::OnceLock::new(),
             revision,
         }
     }
 
+    fn new(mut value: Value, revision: u64) -> Self {
+        set_revision(&mut value, revision);
+        StoredObject::of(Tree::from(&value), revision)
+    }
+
     /// A new version of `old`, sharing with it every part that did not change.
     fn new_version(mut value: Value, old: &Tree, revision: u64) -> Self {
         set_revision(&mut value, revision);
-        StoredObject {
-            value: Tree::shared_with(&value, old),
-            json: std::sync::OnceLock::new(),
-            revision,
-        }
+        StoredObject::of(Tree::shared_with(&value, old), revision)
     }
 
     /// `value` at a new revision (its resourceVersion set): an update built as a tree, or a
     /// deletion's last state.
     fn from_tree(value: &Tree, revision: u64) -> Self {
         let rv = Tree::String(crate::tree::Str::from(revision.to_string().as_str()));
-        StoredObject {
-            value: value.with_at(&["metadata", "resourceVersion"], rv),
-            json: std::sync::OnceLock::new(),
+        StoredObject::of(
+            value.with_at(&["metadata", "resourceVersion"], rv),
             revision,
-        }
+        )
     }
 
     /// An object that was never stored (a dry run's result): revision 0, no resourceVersion set.
     pub fn unstored(value: Value) -> Self {
-        StoredObject {
-            value: Tree::from(&value),
-            json: std::sync::OnceLock::new(),
-            revision: 0,
-        }
+        StoredObject::of(Tree::from(&value), 0)
     }
 
     /// A stored object whose revision is known (e.g. a component caching what it wrote).
     pub fn with_revision(value: Value, revision: u64) -> Self {
-        StoredObject {
-            value: Tree::from(&value),
-            json: std::sync::OnceLock::new(),
-            revision,
-        }
+        StoredObject::of(Tree::from(&value), revision)
     }
 
     /// The serialized object, as sent on the wire.

@@ -544,13 +544,7 @@ impl Tree {
                 None => out.push((k.clone(), v.clone())),
                 Some(Value::Null) => changed = true,
                 Some(pv) => {
-                    let merged = if pv.is_object() && v.is_object() {
-                        v.merge_patched(pv)
-                    } else if pv.is_object() {
-                        Tree::from(crate::patch::merge_patched(&Value::Null, pv))
-                    } else {
-                        Tree::shared_with(pv, v)
-                    };
+                    let merged = v.merge_patched(pv);
                     changed |= !merged.is_shared(v);
                     out.push((k.clone(), merged));
                 }
@@ -559,12 +553,7 @@ impl Tree {
         for (k, pv) in p {
             if !pv.is_null() && !t.contains_key(k) {
                 changed = true;
-                let added = if pv.is_object() {
-                    Tree::from(crate::patch::merge_patched(&Value::Null, pv))
-                } else {
-                    Tree::from(pv)
-                };
-                out.push((intern(k), added));
+                out.push((intern(k), Tree::Null.merge_patched(pv)));
             }
         }
         if changed {
@@ -801,13 +790,18 @@ impl PartialEq<Value> for Tree {
             (Tree::Array(a), Value::Array(b)) => {
                 a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x == y)
             }
-            (Tree::Object(a), Value::Object(b)) => {
-                a.len() == b.len()
-                    && a.iter()
-                        .all(|(k, v)| crate::json::get(b, k).is_some_and(|w| v == w))
-            }
+            (Tree::Object(a), Value::Object(b)) => a == b,
             _ => false,
         }
+    }
+}
+
+impl PartialEq<Map<String, Value>> for Obj {
+    fn eq(&self, other: &Map<String, Value>) -> bool {
+        self.len() == other.len()
+            && self
+                .iter()
+                .all(|(k, v)| crate::json::get(other, k).is_some_and(|w| v == w))
     }
 }
 

@@ -38,7 +38,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
-    Key, PodIndex, Timers, after, controller_ref, instant_at, is_deleting, key_of, parse_time,
+    Key, PodIndex, Timers, after, controller_ref, instant_at, is_terminating, key_of, parse_time,
     pod_ready, same_map, sleep_until_opt, str_at, uid_of,
 };
 use crate::error::ApiError;
@@ -263,7 +263,7 @@ impl PdbPod {
     fn of(pod: &Tree) -> PdbPod {
         PdbPod {
             name: str_at(pod, "/metadata/name").to_string(),
-            deleting: is_deleting(pod),
+            deleting: is_terminating(pod),
             healthy: str_at(pod, "/status/phase") == "Running" && pod_ready(pod),
             ctrl: controller_ref(pod)
                 .map(|(a, k, n, u)| (a.to_string(), k.to_string(), n.to_string(), u.to_string())),

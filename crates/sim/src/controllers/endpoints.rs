@@ -80,18 +80,9 @@ impl Default for EndpointsConfig {
 /// (namespace, name).
 pub(crate) type Key = (String, String);
 
-/// `metadata.namespace` and `metadata.name` ("" when absent).
-pub(crate) fn ns_name<V: Json>(v: &V) -> (&str, &str) {
-    (
-        str_at(v, "/metadata/namespace"),
-        str_at(v, "/metadata/name"),
-    )
-}
-
-pub(crate) fn key_of<V: Json>(v: &V) -> Key {
-    let (ns, name) = ns_name(v);
-    (ns.to_string(), name.to_string())
-}
+// The object readers the controllers share live with the workload controllers.
+pub(crate) use super::workloads::{is_terminating, key_of, str_at, uid_of};
+pub(crate) use crate::cluster::ns_name;
 
 /// Sets `path` inside `v`, turning whatever is in the way into objects (`v["a"]["b"] = x`
 /// panics on a non-object; data from the API must never make a controller panic).
@@ -105,19 +96,6 @@ pub(crate) fn set_in(v: &mut Value, path: &[&str], val: Value) {
         cur = m.entry(p.to_string()).or_insert(Value::Null);
     }
     *cur = val;
-}
-
-pub(crate) fn str_at<'a, V: Json>(v: &'a V, ptr: &str) -> &'a str {
-    v.ptr(ptr).and_then(Json::as_str).unwrap_or("")
-}
-
-pub(crate) fn uid_of<V: Json>(v: &V) -> &str {
-    str_at(v, "/metadata/uid")
-}
-
-pub(crate) fn is_deleting<V: Json>(v: &V) -> bool {
-    v.ptr("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null())
 }
 
 /// A pod's `Ready` condition is `True` (`podutil.IsPodReady`).
@@ -149,14 +127,7 @@ pub(crate) fn label_pairs<V: Json>(v: &V) -> Vec<(String, String)> {
 
 /// Whether a stored object's map equals `m` (an absent map equals an empty one).
 pub(crate) fn same_map(o: Option<&Obj>, m: &Map<String, Value>) -> bool {
-    match o {
-        Some(o) => {
-            o.len() == m.len()
-                && o.iter()
-                    .all(|(k, v)| crate::json::get(m, k).is_some_and(|w| v == w))
-        }
-        None => m.is_empty(),
-    }
+    o.map_or(m.is_empty(), |o| o == m)
 }
 
 /// The `ownerReference` with `controller: true`, as (apiVersion, kind, name, uid).
@@ -914,7 +885,7 @@ impl EpPod {
             subdomain: str_at(pod, "/spec/subdomain").to_string(),
             ready: pod_ready(pod),
             terminal: pod_terminal(pod),
-            deleting: is_deleting(pod),
+            deleting: is_terminating(pod),
             ports,
         }
     }

@@ -31,7 +31,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
-use crate::controllers::endpoints::{Timers, after, is_deleting, sleep_until_opt, str_at, uid_of};
+use crate::controllers::endpoints::{
+    Timers, after, is_terminating, sleep_until_opt, str_at, uid_of,
+};
 use crate::error::ApiError;
 use crate::registry::ResourceInfo;
 use crate::rest::DeleteOptions;
@@ -264,7 +266,7 @@ impl State {
                         ]
                         .iter()
                         .all(|p| prev.value.ptr(p) == ev.object.value.ptr(p))
-                        && is_deleting(&prev.value) == is_deleting(&ev.object.value)
+                        && is_terminating(&prev.value) == is_terminating(&ev.object.value)
                         && self.nodes.contains_key(uid_of(&ev.object.value))
                     {
                         return;
@@ -290,7 +292,7 @@ impl State {
             ns: str_at(v, "/metadata/namespace").to_string(),
             name: str_at(v, "/metadata/name").to_string(),
             owners: owner_refs(v),
-            deleting: is_deleting(v),
+            deleting: is_terminating(v),
             fg: has_finalizer(v, FOREGROUND),
             orphan: has_finalizer(v, ORPHAN),
         };
@@ -439,7 +441,7 @@ impl State {
         };
         match self.cluster.get(&info, ns, &o.name).await {
             Ok(obj) if uid_of(&obj.value) == o.uid => Ok(
-                if is_deleting(&obj.value) && has_finalizer(&obj.value, FOREGROUND) {
+                if is_terminating(&obj.value) && has_finalizer(&obj.value, FOREGROUND) {
                     OwnerState::Waiting
                 } else {
                     OwnerState::Solid

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
-    Timers, after, is_deleting, pod_terminal, set_in, sleep_until_opt, str_at,
+    Timers, after, is_terminating, pod_terminal, set_in, sleep_until_opt, str_at,
 };
 use crate::error::ApiError;
 use crate::rest::{self, DeleteOptions, WriteOptions};
@@ -113,7 +113,7 @@ pub fn spawn(cluster: Cluster, config: NamespaceConfig) -> tokio::task::JoinHand
 }
 
 fn needs_work(ns: &Tree) -> bool {
-    is_deleting(ns)
+    is_terminating(ns)
         && ns
             .ptr("/spec/finalizers")
             .and_then(Tree::as_array)
@@ -252,7 +252,7 @@ impl State {
                         .unwrap_or(30);
                     t.estimate = t.estimate.max(grace);
                 }
-                let state = if is_deleting(v) {
+                let state = if is_terminating(v) {
                     Some(v.clone())
                 } else {
                     let name = str_at(v, "/metadata/name");

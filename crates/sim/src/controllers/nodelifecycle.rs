@@ -47,7 +47,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Change, Cluster};
 use crate::controllers::endpoints::{
-    Key, Timers, after, instant_at, is_deleting, key_of, parse_time, period, set_in,
+    Key, Timers, after, instant_at, is_terminating, key_of, parse_time, period, set_in,
     sleep_until_opt, str_at, uid_of,
 };
 use crate::error::ApiError;
@@ -294,7 +294,7 @@ fn pod_info(v: &Tree, since: DateTime<Utc>) -> PodInfo {
                     .collect()
             })
             .unwrap_or_default(),
-        deleting: is_deleting(v),
+        deleting: is_terminating(v),
         since,
     }
 }
@@ -654,7 +654,7 @@ impl State {
                         && ["/metadata/uid", "/spec/nodeName", "/spec/tolerations"]
                             .iter()
                             .all(|p| prev.value.ptr(p) == ev.object.value.ptr(p))
-                        && is_deleting(&prev.value) == is_deleting(&ev.object.value)
+                        && is_terminating(&prev.value) == is_terminating(&ev.object.value)
                         && self.pods.contains_key(&key_of(&ev.object.value))
                     {
                         return;
@@ -882,7 +882,7 @@ impl State {
         };
         let c = self.cluster.clone();
         let pod = match c.get(&c.res.pods, &key.0, &key.1).await {
-            Ok(p) if uid_of(&p.value) == uid && !is_deleting(&p.value) => p,
+            Ok(p) if uid_of(&p.value) == uid && !is_terminating(&p.value) => p,
             Ok(_) => return Ok(()),
             Err(e) if e.code == 404 => return Ok(()),
             Err(e) => return Err(e),
