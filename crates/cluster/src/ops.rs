@@ -454,6 +454,22 @@ fn status_message(s: &kube::core::Status) -> String {
     m
 }
 
+/// The PodDisruptionBudget named by an eviction refusal: the API server's 429 carries a cause
+/// of type `DisruptionBudget` whose message starts "The disruption budget NAME " ("… needs N
+/// healthy pods and has M currently", "… is still being processed by the server."). A pod
+/// may have one budget only (the eviction API refuses pods with two), so this is the one.
+fn refusing_budget(s: &kube::core::Status) -> Option<String> {
+    s.details
+        .iter()
+        .flat_map(|d| &d.causes)
+        .filter(|c| c.reason == "DisruptionBudget")
+        .find_map(|c| {
+            let name = c.message.strip_prefix("The disruption budget ")?;
+            let name = name.split_whitespace().next()?;
+            (!name.is_empty()).then(|| name.to_string())
+        })
+}
+
 /// Lists every page (limit/continue; an expired continue token restarts the list).
 async fn list_all<K>(api: &Api<K>, lp: &ListParams, req: Req<'_>) -> Result<Vec<K>, OpsError>
 where
@@ -870,7 +886,7 @@ impl Ops {
         grace_seconds: Option<i64>,
     ) -> Result<Eviction, OpsError> {
         match self.try_evict(namespace, name, grace_seconds).await? {
-            Eviction::Blocked { message, .. } => Ok(Eviction::Blocked {
+            Eviction::Blocked { pdbs, message } if pdbs.is_empty() => Ok(Eviction::Blocked {
                 pdbs: self.pdbs_of_pod(namespace, name).await?,
                 message,
             }),
@@ -878,8 +894,11 @@ impl Ops {
         }
     }
 
-    /// [`Ops::evict`] without looking up the budgets on a 429 (`pdbs` is empty): for retries
-    /// of a pod whose budgets are already known.
+    /// [`Ops::evict`] without listing the budgets on a 429: `pdbs` holds only the budget the
+    /// server named in the refusal's `DisruptionBudget` cause (the API server names the one
+    /// budget it checked; see [`refusing_budget`]), and is empty when it named none (a
+    /// throttling 429). For drains, which would otherwise list a namespace's budgets for
+    /// every refused pod.
     pub async fn try_evict(
         &self,
         namespace: &str,
@@ -905,7 +924,7 @@ impl Ops {
             Ok(_) => Ok(Eviction::Evicted),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(Eviction::Gone),
             Err(kube::Error::Api(s)) if s.code == 429 => Ok(Eviction::Blocked {
-                pdbs: Vec::new(),
+                pdbs: refusing_budget(&s).into_iter().collect(),
                 message: status_message(&s),
             }),
             Err(e) => Err(req.err(e)),
@@ -1514,6 +1533,32 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn refusal(causes: serde_json::Value) -> kube::core::Status {
+        serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 429, "reason": "TooManyRequests",
+            "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+            "details": {"causes": causes},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_eviction_refusal_names_its_budget_when_the_server_does() {
+        let s = refusal(serde_json::json!([{"reason": "DisruptionBudget",
+            "message": "The disruption budget web-pdb needs 2 healthy pods and has 2 currently"}]));
+        assert_eq!(refusing_budget(&s).as_deref(), Some("web-pdb"));
+        let s = refusal(serde_json::json!([{"reason": "DisruptionBudget",
+            "message": "The disruption budget db is still being processed by the server."}]));
+        assert_eq!(refusing_budget(&s).as_deref(), Some("db"));
+        // Throttling (no cause), or a cause of another type: nothing named.
+        assert_eq!(refusing_budget(&refusal(serde_json::json!([]))), None);
+        let s = refusal(serde_json::json!([{"reason": "FieldValueInvalid",
+            "message": "The disruption budget x needs 1 healthy pods and has 0 currently"}]));
+        assert_eq!(refusing_budget(&s), None);
+        let s = refusal(serde_json::json!([{"reason": "DisruptionBudget", "message": "odd"}]));
+        assert_eq!(refusing_budget(&s), None);
     }
 
     #[test]

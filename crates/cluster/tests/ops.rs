@@ -295,6 +295,11 @@ async fn an_eviction_a_budget_refuses_is_blocked_and_names_the_budget() {
         }
         other => panic!("expected Blocked, got {other:?}"),
     }
+    // The refusal itself names the budget (its DisruptionBudget cause): no list needed.
+    match ops.try_evict("shop", &name, None).await.unwrap() {
+        Eviction::Blocked { pdbs, .. } => assert_eq!(pdbs, vec!["pinned".to_string()]),
+        other => panic!("expected Blocked, got {other:?}"),
+    }
     // Nothing happened to the pod.
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(ops.pod_exists("shop", &name, &uid).await.unwrap());

@@ -428,10 +428,15 @@ impl Drainer<'_> {
                     return Ok(());
                 }
                 Ok(Eviction::Gone) => return Ok(()),
-                Ok(Eviction::Blocked { message, .. }) => {
+                Ok(Eviction::Blocked { message, pdbs }) => {
                     Counters::add(&counters.refused);
                     let pdbs = match &budgets {
                         Some(b) => b.clone(),
+                        // The server named the budget that refused (it checks one per pod).
+                        None if !pdbs.is_empty() => {
+                            budgets = Some(pdbs.clone());
+                            pdbs
+                        }
                         None => {
                             let b = self
                                 .ops
