@@ -27,6 +27,7 @@ use serde::Serialize;
 use crate::cluster::{Change, Cluster, ns_name};
 use crate::controllers::endpoints::label_pairs;
 use crate::controllers::workloads::key_of;
+use crate::offload;
 use crate::selector::LabelSelector;
 use crate::store::{EventType, StoredObject};
 
@@ -449,6 +450,15 @@ impl Invariants {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The state and the current time, for a job of the offload thread.
+    fn stamp(&self) -> (Arc<Mutex<State>>, f64, tokio::time::Instant) {
+        (
+            self.state.clone(),
+            self.now_seconds(),
+            tokio::time::Instant::now(),
+        )
+    }
+
     fn now_seconds(&self) -> f64 {
         let start = *self.start.lock().unwrap_or_else(|p| p.into_inner());
         start.map_or(0.0, |s| {
@@ -458,12 +468,15 @@ impl Invariants {
         })
     }
 
+    /// Every violation recorded so far (of the events the recorder has been sent).
     pub fn violations(&self) -> Vec<Violation> {
+        offload::wait();
         self.lock().violations.clone()
     }
 
     /// Forget what was recorded so far (e.g. after the cluster settled).
     pub fn reset(&self) {
+        offload::wait();
         self.lock().violations.clear();
     }
 
@@ -485,6 +498,7 @@ impl Invariants {
     pub async fn final_check(&self, cluster: &Cluster) -> Vec<Violation> {
         let at = self.now_seconds();
         if let Ok((nodes, _)) = cluster.list(&cluster.res.nodes, None).await {
+            offload::wait();
             let mut st = self.lock();
             let start = st.schedulable_at_start.clone().unwrap_or_default();
             for n in nodes {
@@ -508,7 +522,7 @@ impl Invariants {
 
     /// Checks the budgets `pdbs` (of the namespace of the pod `ns/name`) after the pod's
     /// termination started.
-    fn check_pdbs(&self, st: &mut State, pdbs: &[String], pod: (&str, &str), at: f64, how: &str) {
+    fn check_pdbs(st: &mut State, pdbs: &[String], pod: (&str, &str), at: f64, how: &str) {
         let (ns, name) = pod;
         for p in pdbs {
             let key = (ns.to_string(), p.clone());
@@ -549,7 +563,8 @@ impl Invariants {
     pub fn spawn(cluster: Cluster, tolerance: Duration) -> Invariants {
         let inv = Invariants::default();
         *inv.start.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u8, Change)>();
+        // The bookkeeping runs on the offload thread, in the order of the events; each job
+        // carries the virtual time it happened at.
         for (tag, r) in [
             (0u8, cluster.res.pods.clone()),
             (1, cluster.res.pdbs.clone()),
@@ -558,37 +573,33 @@ impl Invariants {
             (4, cluster.res.deployments.clone()),
         ] {
             let mut inner = cluster.informer_channel(&r);
-            let tx = tx.clone();
             let me = inv.clone();
-            me.track(tokio::spawn(async move {
-                while let Some(c) = inner.recv().await {
-                    if tx.send((tag, c)).is_err() {
-                        return;
-                    }
+            inv.track(tokio::spawn(async move {
+                while let Some(change) = inner.recv().await {
+                    let (state, at, now) = me.stamp();
+                    offload::run(move || {
+                        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                        Self::apply(&mut st, tag, change, at, now);
+                    });
                 }
             }));
         }
         let me = inv.clone();
-        let tracker = inv.clone();
-        tracker.track(tokio::spawn(async move {
+        inv.track(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
-                tokio::select! {
-                    biased;
-                    msg = rx.recv() => {
-                        let Some((tag, change)) = msg else { return };
-                        me.apply(tag, change);
-                    }
-                    _ = tick.tick() => me.check_controllers(tolerance),
-                }
+                tick.tick().await;
+                let (state, at, now) = me.stamp();
+                offload::run(move || {
+                    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                    Self::check_controllers(&mut st, tolerance, at, now);
+                });
             }
         }));
         inv
     }
 
-    fn apply(&self, tag: u8, change: Change) {
-        let at = self.now_seconds();
-        let mut st = self.lock();
+    fn apply(st: &mut State, tag: u8, change: Change, at: f64, now: tokio::time::Instant) {
         match change {
             Change::Sync(items) => {
                 // The complete state of one resource: forget what is not in it any more.
@@ -629,18 +640,19 @@ impl Invariants {
                     }
                 }
                 for o in items {
-                    self.upsert(&mut st, tag, &o, false, None, at);
+                    Self::upsert(st, tag, &o, false, None, at, now);
                 }
             }
             Change::Event(e) => {
                 let prev = e.previous.as_ref().map(|p| &p.value);
-                self.upsert(
-                    &mut st,
+                Self::upsert(
+                    st,
                     tag,
                     &e.object,
                     e.kind == EventType::Deleted,
                     prev,
                     at,
+                    now,
                 );
             }
         }
@@ -663,13 +675,13 @@ impl Invariants {
     }
 
     fn upsert(
-        &self,
         st: &mut State,
         tag: u8,
         o: &Arc<StoredObject>,
         deleted: bool,
         previous: Option<&Tree>,
         at: f64,
+        now: tokio::time::Instant,
     ) {
         let v = &o.value;
         let (ns, name) = ns_name(v);
@@ -688,7 +700,7 @@ impl Invariants {
                         && was_healthy
                         && let Some(pdbs) = pdbs
                     {
-                        self.check_pdbs(st, &pdbs, (ns, name), at, "deleted");
+                        Self::check_pdbs(st, &pdbs, (ns, name), at, "deleted");
                     }
                 } else {
                     st.put_pod(o);
@@ -698,7 +710,7 @@ impl Invariants {
                             .get(&key)
                             .map(|p| p.pdbs.clone())
                             .unwrap_or_default();
-                        self.check_pdbs(st, &pdbs, (ns, name), at, "evicted or deleted");
+                        Self::check_pdbs(st, &pdbs, (ns, name), at, "evicted or deleted");
                     }
                 }
             }
@@ -746,7 +758,7 @@ impl Invariants {
                         .unwrap_or(0);
                     let since = st.controllers.get(&key).and_then(|c| c.3);
                     let below = if ready < desired {
-                        since.or(Some(tokio::time::Instant::now()))
+                        since.or(Some(now))
                     } else {
                         None
                     };
@@ -767,10 +779,7 @@ impl Invariants {
         }
     }
 
-    fn check_controllers(&self, tolerance: Duration) {
-        let at = self.now_seconds();
-        let now = tokio::time::Instant::now();
-        let mut st = self.lock();
+    fn check_controllers(st: &mut State, tolerance: Duration, at: f64, now: tokio::time::Instant) {
         let late: Vec<(Key, String, i64, i64)> = st
             .controllers
             .iter()

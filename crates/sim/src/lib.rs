@@ -20,6 +20,7 @@ pub mod invariants;
 pub mod json;
 pub mod kubelet;
 pub mod machines;
+pub mod offload;
 pub mod openapi;
 pub mod patch;
 pub mod probes;

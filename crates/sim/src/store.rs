@@ -480,6 +480,8 @@ impl MemoryStore {
         while table.history.len() > limit {
             if let Some(old) = table.history.pop_front() {
                 table.compacted = old.revision;
+                // Most often the last reference to an old version: free it on another core.
+                crate::offload::drop_later(old);
             }
         }
         table.notify.notify_waiters();
