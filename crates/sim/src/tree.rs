@@ -108,8 +108,321 @@ const INTERN_MAX_LEN: usize = 64;
 /// are unbounded in principle; field names and label keys are few).
 const INTERN_MAX_KEYS: usize = 1 << 16;
 
-static KEYS: LazyLock<Mutex<HashSet<ArcStr, crate::json::FnvBuild>>> =
-    LazyLock::new(|| Mutex::new(HashSet::default()));
+/// The interner. It starts with the [`WELL_KNOWN`] keys, so every map key equal to one of them
+/// is the same allocation as `WELL_KNOWN_KEYS[i]`.
+static KEYS: LazyLock<Mutex<HashSet<ArcStr, crate::json::FnvBuild>>> = LazyLock::new(|| {
+    Mutex::new(
+        WELL_KNOWN_KEYS
+            .iter()
+            .map(|k| k.0.clone())
+            .collect::<HashSet<_, _>>(),
+    )
+});
+
+/// The interned copies of [`WELL_KNOWN`], in its order.
+static WELL_KNOWN_KEYS: LazyLock<Vec<Str>> =
+    LazyLock::new(|| WELL_KNOWN.iter().map(|k| Str(ArcStr::from(*k))).collect());
+
+/// Map keys that components look up all the time. They are interned before any other key
+/// (see [`KEYS`]), so a lookup of one of them compares entries by pointer only.
+const WELL_KNOWN: [&str; 111] = [
+    "metadata",
+    "spec",
+    "status",
+    "name",
+    "namespace",
+    "labels",
+    "annotations",
+    "conditions",
+    "uid",
+    "replicas",
+    "nodeName",
+    "generation",
+    "template",
+    "key",
+    "deletionTimestamp",
+    "selector",
+    "ownerReferences",
+    "finalizers",
+    "effect",
+    "phase",
+    "containers",
+    "type",
+    "taints",
+    "resourceVersion",
+    "minReadySeconds",
+    "updateStrategy",
+    "reason",
+    "operator",
+    "collisionCount",
+    "value",
+    "revisionHistoryLimit",
+    "readyReplicas",
+    "availableReplicas",
+    "updatedReplicas",
+    "fullyLabeledReplicas",
+    "observedGeneration",
+    "unavailableReplicas",
+    "protocol",
+    "progressDeadlineSeconds",
+    "clusterIP",
+    "unschedulable",
+    "terminationGracePeriodSeconds",
+    "strategy",
+    "rollingUpdate",
+    "restartPolicy",
+    "resources",
+    "paused",
+    "image",
+    "deletionGracePeriodSeconds",
+    "creationTimestamp",
+    "containerStatuses",
+    "tolerations",
+    "targetRef",
+    "state",
+    "startTime",
+    "ports",
+    "podIP",
+    "kind",
+    "apiVersion",
+    "controller",
+    "blockOwnerDeletion",
+    "matchLabels",
+    "matchExpressions",
+    "values",
+    "message",
+    "lastTransitionTime",
+    "lastUpdateTime",
+    "lastProbeTime",
+    "lastHeartbeatTime",
+    "hostIP",
+    "podIPs",
+    "qosClass",
+    "priority",
+    "priorityClassName",
+    "schedulerName",
+    "serviceAccountName",
+    "nodeSelector",
+    "affinity",
+    "subsets",
+    "addresses",
+    "notReadyAddresses",
+    "ip",
+    "ready",
+    "started",
+    "restartCount",
+    "containerID",
+    "imageID",
+    "running",
+    "terminated",
+    "waiting",
+    "holderIdentity",
+    "leaseDurationSeconds",
+    "renewTime",
+    "acquireTime",
+    "nodeInfo",
+    "osImage",
+    "kubeletVersion",
+    "capacity",
+    "allocatable",
+    "minAvailable",
+    "maxUnavailable",
+    "maxSurge",
+    "disruptionsAllowed",
+    "currentHealthy",
+    "desiredHealthy",
+    "expectedPods",
+    "disruptedPods",
+    "unhealthyPodEvictionPolicy",
+    "podTemplateHash",
+    "pod-template-hash",
+    "app",
+];
+
+/// The index in [`WELL_KNOWN`] of `key`: by length first, then among the few of that length.
+#[inline]
+fn well_known_index(key: &str) -> Option<usize> {
+    match key.len() {
+        2 => match key {
+            "ip" => Some(81),
+            _ => None,
+        },
+        3 => match key {
+            "uid" => Some(8),
+            "key" => Some(13),
+            "app" => Some(110),
+            _ => None,
+        },
+        4 => match key {
+            "spec" => Some(1),
+            "name" => Some(3),
+            "type" => Some(21),
+            "kind" => Some(57),
+            _ => None,
+        },
+        5 => match key {
+            "phase" => Some(19),
+            "value" => Some(29),
+            "image" => Some(47),
+            "state" => Some(53),
+            "ports" => Some(55),
+            "podIP" => Some(56),
+            "ready" => Some(82),
+            _ => None,
+        },
+        6 => match key {
+            "status" => Some(2),
+            "labels" => Some(5),
+            "effect" => Some(18),
+            "taints" => Some(22),
+            "reason" => Some(26),
+            "paused" => Some(46),
+            "values" => Some(63),
+            "hostIP" => Some(69),
+            "podIPs" => Some(70),
+            _ => None,
+        },
+        7 => match key {
+            "message" => Some(64),
+            "subsets" => Some(78),
+            "started" => Some(83),
+            "imageID" => Some(86),
+            "running" => Some(87),
+            "waiting" => Some(89),
+            "osImage" => Some(95),
+            _ => None,
+        },
+        8 => match key {
+            "metadata" => Some(0),
+            "replicas" => Some(9),
+            "nodeName" => Some(10),
+            "template" => Some(12),
+            "selector" => Some(15),
+            "operator" => Some(27),
+            "protocol" => Some(37),
+            "strategy" => Some(42),
+            "qosClass" => Some(71),
+            "priority" => Some(72),
+            "affinity" => Some(77),
+            "nodeInfo" => Some(94),
+            "capacity" => Some(97),
+            "maxSurge" => Some(101),
+            _ => None,
+        },
+        9 => match key {
+            "namespace" => Some(4),
+            "clusterIP" => Some(39),
+            "resources" => Some(45),
+            "targetRef" => Some(52),
+            "startTime" => Some(54),
+            "addresses" => Some(79),
+            "renewTime" => Some(92),
+            _ => None,
+        },
+        10 => match key {
+            "conditions" => Some(7),
+            "generation" => Some(11),
+            "finalizers" => Some(17),
+            "containers" => Some(20),
+            "apiVersion" => Some(58),
+            "controller" => Some(59),
+            "terminated" => Some(88),
+            _ => None,
+        },
+        11 => match key {
+            "annotations" => Some(6),
+            "tolerations" => Some(51),
+            "matchLabels" => Some(61),
+            "containerID" => Some(85),
+            "acquireTime" => Some(93),
+            "allocatable" => Some(98),
+            _ => None,
+        },
+        12 => match key {
+            "nodeSelector" => Some(76),
+            "restartCount" => Some(84),
+            "minAvailable" => Some(99),
+            "expectedPods" => Some(105),
+            _ => None,
+        },
+        13 => match key {
+            "readyReplicas" => Some(31),
+            "unschedulable" => Some(40),
+            "rollingUpdate" => Some(43),
+            "restartPolicy" => Some(44),
+            "lastProbeTime" => Some(67),
+            "schedulerName" => Some(74),
+            "disruptedPods" => Some(106),
+            _ => None,
+        },
+        14 => match key {
+            "updateStrategy" => Some(25),
+            "collisionCount" => Some(28),
+            "lastUpdateTime" => Some(66),
+            "holderIdentity" => Some(90),
+            "kubeletVersion" => Some(96),
+            "maxUnavailable" => Some(100),
+            "currentHealthy" => Some(103),
+            "desiredHealthy" => Some(104),
+            _ => None,
+        },
+        15 => match key {
+            "ownerReferences" => Some(16),
+            "resourceVersion" => Some(23),
+            "minReadySeconds" => Some(24),
+            "updatedReplicas" => Some(33),
+            "podTemplateHash" => Some(108),
+            _ => None,
+        },
+        16 => match key {
+            "matchExpressions" => Some(62),
+            _ => None,
+        },
+        17 => match key {
+            "deletionTimestamp" => Some(14),
+            "availableReplicas" => Some(32),
+            "creationTimestamp" => Some(49),
+            "containerStatuses" => Some(50),
+            "lastHeartbeatTime" => Some(68),
+            "priorityClassName" => Some(73),
+            "notReadyAddresses" => Some(80),
+            "pod-template-hash" => Some(109),
+            _ => None,
+        },
+        18 => match key {
+            "observedGeneration" => Some(35),
+            "blockOwnerDeletion" => Some(60),
+            "lastTransitionTime" => Some(65),
+            "serviceAccountName" => Some(75),
+            "disruptionsAllowed" => Some(102),
+            _ => None,
+        },
+        19 => match key {
+            "unavailableReplicas" => Some(36),
+            _ => None,
+        },
+        20 => match key {
+            "revisionHistoryLimit" => Some(30),
+            "fullyLabeledReplicas" => Some(34),
+            "leaseDurationSeconds" => Some(91),
+            _ => None,
+        },
+        23 => match key {
+            "progressDeadlineSeconds" => Some(38),
+            _ => None,
+        },
+        26 => match key {
+            "deletionGracePeriodSeconds" => Some(48),
+            "unhealthyPodEvictionPolicy" => Some(107),
+            _ => None,
+        },
+        29 => match key {
+            "terminationGracePeriodSeconds" => Some(41),
+            _ => None,
+        },
+        _ => None,
+    }
+}
 
 /// The one shared copy of a map key.
 fn intern(key: &str) -> Str {
@@ -164,9 +477,19 @@ impl Obj {
         self.0.ptr() as usize
     }
 
-    /// The value under `key`: a linear scan (Kubernetes objects are small maps).
+    /// The value under `key`: a linear scan (Kubernetes objects are small maps). For a
+    /// [`WELL_KNOWN`] key the scan compares pointers: every key of that text is the interned one
+    /// (the interner holds it from the start and never forgets a key).
     #[inline]
     pub fn get(&self, key: &str) -> Option<&Tree> {
+        if let Some(i) = well_known_index(key) {
+            let k = &WELL_KNOWN_KEYS[i];
+            return self
+                .slice()
+                .iter()
+                .find(|(e, _)| e.ptr_eq(k))
+                .map(|(_, v)| v);
+        }
         let kb = key.as_bytes();
         self.slice()
             .iter()
@@ -890,6 +1213,31 @@ impl fmt::Debug for Tree {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn well_known_keys_are_found_by_pointer_whatever_built_the_map() {
+        for (i, k) in WELL_KNOWN.iter().enumerate() {
+            assert_eq!(well_known_index(k), Some(i), "{k}");
+            // Built from a Value, by a merge patch, by with_at, and as a new version of an
+            // object that did not have the key.
+            let v = json!({ "x": 1, *k: i, "z": 2 });
+            let t = Tree::from(&v);
+            assert_eq!(t.get(k).and_then(Tree::as_u64), Some(i as u64), "{k}");
+            let patched = Tree::from(&json!({"x": 1})).merge_patched(&json!({ *k: i }));
+            assert_eq!(patched.get(k).and_then(Tree::as_u64), Some(i as u64), "{k}");
+            let at = Tree::from(&json!({})).with_at(&[k], Tree::from(&json!(i)));
+            assert_eq!(at.get(k).and_then(Tree::as_u64), Some(i as u64), "{k}");
+            let next = Tree::shared_with(&v, &Tree::from(&json!({"x": 1, "z": 2})));
+            assert_eq!(next.get(k).and_then(Tree::as_u64), Some(i as u64), "{k}");
+        }
+        // Near misses and other keys take the ordinary path.
+        for k in ["metadat", "metadataX", "Name", "", "app.kubernetes.io/name"] {
+            assert_eq!(well_known_index(k), None, "{k}");
+            let t = Tree::from(&json!({ k: true }));
+            assert_eq!(t.get(k), Some(&Tree::Bool(true)), "{k}");
+        }
+        assert_eq!(Tree::from(&json!({"name": 1})).get("namespace"), None);
+    }
 
     fn sample() -> Value {
         json!({
