@@ -42,24 +42,38 @@ impl SimAvailability {
 #[async_trait::async_trait]
 impl Availability for SimAvailability {
     async fn totals(&self) -> Result<Vec<ProbeResult>, String> {
-        let v = self
+        // Only the figures the engine reads (the reports also carry timelines and causes).
+        #[derive(serde::Deserialize)]
+        struct Reports {
+            #[serde(default)]
+            probes: Vec<Report>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Report {
+            #[serde(default)]
+            namespace: String,
+            #[serde(default)]
+            service: String,
+            #[serde(default)]
+            requests: u64,
+            #[serde(default)]
+            failures: u64,
+            #[serde(default)]
+            longest_gap_seconds: f64,
+        }
+        let r: Reports = self
             .sim
-            .control_get("probes")
+            .control_get_as("probes")
             .await
             .map_err(|e| e.to_string())?;
-        Ok(v["probes"]
-            .as_array()
+        Ok(r.probes
             .into_iter()
-            .flatten()
             .map(|p| ProbeResult {
-                name: format!(
-                    "{}/{}",
-                    p["namespace"].as_str().unwrap_or(""),
-                    p["service"].as_str().unwrap_or("")
-                ),
-                requests: p["requests"].as_u64().unwrap_or(0),
-                failures: p["failures"].as_u64().unwrap_or(0),
-                longest_gap_seconds: p["longestGapSeconds"].as_f64().unwrap_or(0.0),
+                name: format!("{}/{}", p.namespace, p.service),
+                requests: p.requests,
+                failures: p.failures,
+                longest_gap_seconds: p.longest_gap_seconds,
             })
             .collect())
     }

@@ -84,6 +84,18 @@ impl SimProvider {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), ProviderError> {
+        let (code, bytes) = self.call_bytes(method, path, body).await?;
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((code, v))
+    }
+
+    /// [`SimProvider::call`] without parsing the answer.
+    async fn call_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, axum::body::Bytes), ProviderError> {
         let unreachable = |message: String| ProviderError::Unreachable {
             provider: "sim".into(),
             target: self.target(),
@@ -125,8 +137,7 @@ impl SimProvider {
                     self.request_timeout
                 ))
             })??;
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((code, v))
+        Ok((code, bytes))
     }
 
     async fn machine_action(
@@ -168,6 +179,25 @@ impl SimProvider {
 impl SimProvider {
     /// `GET /sim/v1/{what}` (`probes`, `violations`): the simulator's own measurements, which
     /// the engine reports when it runs against the simulator.
+    pub async fn control_get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+    ) -> Result<T, ProviderError> {
+        let (code, bytes) = self
+            .call_bytes("GET", &format!("/sim/v1/{what}"), None)
+            .await?;
+        let failed = |message: String| ProviderError::Failed {
+            provider: "sim".into(),
+            message,
+        };
+        if code != 200 {
+            return Err(failed(format!("GET /sim/v1/{what} answered {code}")));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| failed(format!("GET /sim/v1/{what}: unexpected answer: {e}")))
+    }
+
+    /// `GET /sim/v1/{what}` as JSON.
     pub async fn control_get(&self, what: &str) -> Result<Value, ProviderError> {
         let (code, v) = self.call("GET", &format!("/sim/v1/{what}"), None).await?;
         if code != 200 {

@@ -407,8 +407,8 @@ impl NodeSelectorTerm {
                 .unwrap_or_default()
                 .iter()
                 .map(|r| NodeReq {
-                    key: str_at(r, "key").to_string(),
-                    operator: str_at(r, "operator").to_string(),
+                    key: field_str(r, "key").to_string(),
+                    operator: field_str(r, "operator").to_string(),
                     values: strings(r.field("values")),
                 })
                 .collect()
@@ -478,7 +478,7 @@ impl AffinityTerm {
         if namespaces.is_empty() && namespace_selector.is_none() {
             namespaces.insert(pod_ns.to_string());
         }
-        let topology_key = str_at(t, "topologyKey").to_string();
+        let topology_key = field_str(t, "topologyKey").to_string();
         let key = format!("{namespaces:?}|{namespace_selector:?}|{selector:?}|{topology_key}");
         AffinityTerm {
             selector,
@@ -568,10 +568,10 @@ impl PodInfo {
             .unwrap_or_default()
             .iter()
             .map(|t| Toleration {
-                key: str_at(t, "key").to_string(),
-                operator: str_at(t, "operator").to_string(),
-                value: str_at(t, "value").to_string(),
-                effect: str_at(t, "effect").to_string(),
+                key: field_str(t, "key").to_string(),
+                operator: field_str(t, "operator").to_string(),
+                value: field_str(t, "value").to_string(),
+                effect: field_str(t, "effect").to_string(),
             })
             .collect();
         let na = at(spec, &["affinity", "nodeAffinity"]);
@@ -647,7 +647,7 @@ impl PodInfo {
             priority: spec.field("priority").and_then(Json::as_i64).unwrap_or(0),
             preemption_never: spec.field("preemptionPolicy").and_then(Json::as_str)
                 == Some("Never"),
-            node_name: str_at(spec, "nodeName").to_string(),
+            node_name: field_str(spec, "nodeName").to_string(),
             scheduler_name: spec
                 .field("schedulerName")
                 .and_then(Json::as_str)
@@ -768,9 +768,9 @@ impl NodeInfo {
             .unwrap_or_default()
             .iter()
             .map(|t| Taint {
-                key: str_at(t, "key").to_string(),
-                value: str_at(t, "value").to_string(),
-                effect: str_at(t, "effect").to_string(),
+                key: field_str(t, "key").to_string(),
+                value: field_str(t, "value").to_string(),
+                effect: field_str(t, "effect").to_string(),
             })
             .collect();
         let conds = v
@@ -782,7 +782,7 @@ impl NodeInfo {
             conds
                 .iter()
                 .find(|c| c.field("type").and_then(Json::as_str) == Some(t))
-                .map(|c| str_at(c, "status"))
+                .map(|c| field_str(c, "status"))
         };
         let ready = cond("Ready") == Some("True");
         let mut implicit = Vec::new();
@@ -864,7 +864,8 @@ fn at<'a, V: Json>(v: &'a V, path: &[&str]) -> Option<&'a V> {
     path.iter().try_fold(v, |v, k| v.field(k))
 }
 
-fn str_at<'a, V: Json>(v: &'a V, k: &str) -> &'a str {
+/// The string field `k` of `v` ("" if absent): a field, not a pointer.
+fn field_str<'a, V: Json>(v: &'a V, k: &str) -> &'a str {
     v.field(k).and_then(Json::as_str).unwrap_or("")
 }
 
@@ -1942,6 +1943,26 @@ enum Input {
     Timer,
 }
 
+/// What a `PodInfo` is made of: metadata's uid, labels, owners and deletion, the spec, the
+/// phase. Parts of the stored tree (shared with the object's later versions while unchanged),
+/// compared by pointer first.
+#[derive(PartialEq)]
+struct Basis([Option<Tree>; 6]);
+
+impl Basis {
+    fn of(v: &Tree) -> Basis {
+        let part = |p: &str| v.ptr(p).cloned();
+        Basis([
+            part("/spec"),
+            part("/metadata/uid"),
+            part("/metadata/labels"),
+            part("/metadata/ownerReferences"),
+            part("/metadata/deletionTimestamp"),
+            part("/status/phase"),
+        ])
+    }
+}
+
 struct Runner {
     cluster: Cluster,
     config: SchedulerConfig,
@@ -1952,6 +1973,9 @@ struct Runner {
     unschedulable: BTreeMap<u64, String>,
     /// Pods assumed on a node and bound (or being bound) by us, not yet seen bound: key → uid.
     assumed: HashMap<String, String>,
+    /// The last version of each pod seen, with what was derived from it: a status write keeps
+    /// metadata and spec (shared with the version before), so its `PodInfo` is the same.
+    seen: HashMap<String, (Basis, Arc<PodInfo>)>,
     trigger: u8,
     seq: u64,
     synced: [bool; 3],
@@ -1968,6 +1992,7 @@ impl Runner {
             backoff: BTreeMap::new(),
             unschedulable: BTreeMap::new(),
             assumed: HashMap::new(),
+            seen: HashMap::new(),
             trigger: 0,
             seq: 0,
             synced: [false; 3],
@@ -2184,14 +2209,18 @@ impl Runner {
                 for k in known.difference(&present) {
                     self.pod_gone(k, None);
                 }
+                self.seen.clear();
                 for o in items {
                     self.pod_seen(o);
                 }
             }
             Change::Event(e) => match e.kind {
                 EventType::Deleted => {
-                    let info = PodInfo::from_json(&e.object.value);
-                    self.pod_gone(&info.key(), Some(&info.uid));
+                    let v = &e.object.value;
+                    let (ns, name) = ns_name(v);
+                    let key = format!("{ns}/{name}");
+                    self.seen.remove(&key);
+                    self.pod_gone(&key, Some(crate::controllers::workloads::uid_of(v)));
                 }
                 EventType::Added | EventType::Modified => self.pod_seen(e.object.clone()),
             },
@@ -2212,8 +2241,24 @@ impl Runner {
         }
     }
 
+    /// The pod's `PodInfo`: the previous version's when nothing it is made of changed.
+    fn pod_info(&mut self, obj: &Arc<StoredObject>) -> Arc<PodInfo> {
+        let v = &obj.value;
+        let (ns, name) = ns_name(v);
+        let key = format!("{ns}/{name}");
+        let basis = Basis::of(v);
+        if let Some((old, info)) = self.seen.get(&key)
+            && *old == basis
+        {
+            return info.clone();
+        }
+        let info = Arc::new(PodInfo::from_json(v));
+        self.seen.insert(key, (basis, info.clone()));
+        info
+    }
+
     fn pod_seen(&mut self, obj: Arc<StoredObject>) {
-        let info = Arc::new(PodInfo::from_json(&obj.value));
+        let info = self.pod_info(&obj);
         let key = info.key();
         // A pod with the same name but another uid replaced an old one.
         if self.pending.get(&key).is_some_and(|p| p.uid != info.uid) {
@@ -2471,14 +2516,14 @@ impl Runner {
                     .find(|c| c.field("type").and_then(Tree::as_str) == Some("PodScheduled"))
             });
         let already = cur.is_some_and(|c| {
-            str_at(c, "status") == "False"
-                && str_at(c, "reason") == "Unschedulable"
-                && str_at(c, "message") == msg
+            field_str(c, "status") == "False"
+                && field_str(c, "reason") == "Unschedulable"
+                && field_str(c, "message") == msg
         });
         let (ns, name, obj) = (p.info.namespace.clone(), p.info.name.clone(), p.obj.clone());
         if !already {
             let since = cur
-                .filter(|c| str_at(*c, "status") == "False")
+                .filter(|c| field_str(*c, "status") == "False")
                 .and_then(|c| c.field("lastTransitionTime"))
                 .filter(|t| !t.is_null())
                 .map(Tree::to_value)

@@ -602,6 +602,66 @@ async fn anti_affinity_by_hostname() {
     assert_eq!(node_of(&c, "web-3").await, freed);
 }
 
+/// The scheduler keeps what it derived from a pod while metadata and spec stay the same (status
+/// writes): a change of labels alone must still reach its view.
+#[tokio::test(start_paused = true)]
+async fn a_relabeled_pod_counts_with_its_new_labels() {
+    let (_s, c) = start().await;
+    add(&c, node("n1", "4", "8Gi", json!({}))).await;
+    add(
+        &c,
+        with(
+            pod("db-0", "100m", ""),
+            "/metadata/labels",
+            json!({"app": "cache"}),
+        ),
+    )
+    .await;
+    settle().await;
+    assert_eq!(node_of(&c, "db-0").await.as_deref(), Some("n1"));
+    // Status writes in between (the scheduler sees new versions with the same labels).
+    c.merge_patch(
+        &c.res.pods,
+        "default",
+        "db-0",
+        Some("status"),
+        json!({"status": {"phase": "Running"}}),
+    )
+    .await
+    .unwrap();
+    settle().await;
+    c.merge_patch(
+        &c.res.pods,
+        "default",
+        "db-0",
+        None,
+        json!({"metadata": {"labels": {"app": "db"}}}),
+    )
+    .await
+    .unwrap();
+    settle().await;
+    // A pod that refuses to share a node with app=db now has nowhere to go.
+    add(
+        &c,
+        anti_affinity(pod("db-1", "100m", ""), "db", "kubernetes.io/hostname"),
+    )
+    .await;
+    settle().await;
+    assert_eq!(node_of(&c, "db-1").await, None);
+    // And one that avoids app=cache fits: the old label is gone from the scheduler's view.
+    add(
+        &c,
+        anti_affinity(
+            pod("cache-1", "100m", ""),
+            "cache",
+            "kubernetes.io/hostname",
+        ),
+    )
+    .await;
+    settle().await;
+    assert_eq!(node_of(&c, "cache-1").await.as_deref(), Some("n1"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn anti_affinity_by_zone_and_existing_pods_anti_affinity() {
     let (_s, c) = start().await;

@@ -23,7 +23,7 @@
 
 use crate::json::Ptr;
 use crate::tree::Tree;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -131,7 +131,8 @@ struct State {
     cfg: GcConfig,
     resources: Vec<ResourceInfo>,
     synced: Vec<bool>,
-    nodes: BTreeMap<String, Node>,
+    /// The object graph by uid (only looked up by uid, never walked: a hash map).
+    nodes: HashMap<String, Node, crate::json::FnvBuild>,
     by_res: Vec<BTreeSet<String>>,
     /// Owner uid → uids of objects referencing it.
     dependents: BTreeMap<String, BTreeSet<String>>,
@@ -152,7 +153,7 @@ pub fn spawn(cluster: Cluster, config: GcConfig) -> tokio::task::JoinHandle<()> 
             cfg: config,
             resources: Vec::new(),
             synced: Vec::new(),
-            nodes: BTreeMap::new(),
+            nodes: HashMap::default(),
             by_res: Vec::new(),
             dependents: BTreeMap::new(),
             attempt: BTreeSet::new(),

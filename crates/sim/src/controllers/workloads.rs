@@ -993,7 +993,7 @@ struct RsController {
     cluster: Cluster,
     cfg: ReplicaSetConfig,
     sets: Cache,
-    selectors: BTreeMap<Key, LabelSelector>,
+    selectors: BTreeMap<Key, Arc<LabelSelector>>,
     /// Sets that may have orphans to adopt (new sets, and sets matching a new orphan).
     adopt: BTreeSet<Key>,
     pods: Cache,
@@ -1004,7 +1004,7 @@ struct RsController {
 fn enqueue_pod_owners(
     diffs: Vec<Diff>,
     kind: &str,
-    selectors: &BTreeMap<Key, LabelSelector>,
+    selectors: &BTreeMap<Key, Arc<LabelSelector>>,
     adopt: &mut BTreeSet<Key>,
     q: &mut Queue,
 ) {
@@ -1042,13 +1042,14 @@ impl Reconciler for RsController {
                 for d in self.sets.apply(msg) {
                     match &d.new {
                         Some(n) => {
-                            if let Some(sel) = selector_of(&n.value) {
-                                self.selectors.insert(d.key.clone(), sel);
-                            }
+                            // The selector is in the spec: parsed again only when it changed.
                             if d.old
                                 .as_ref()
                                 .is_none_or(|o| spec_changed(&o.value, &n.value))
                             {
+                                if let Some(sel) = selector_of(&n.value) {
+                                    self.selectors.insert(d.key.clone(), Arc::new(sel));
+                                }
                                 self.adopt.insert(d.key.clone());
                                 q.add(d.key);
                             }
@@ -1079,7 +1080,8 @@ impl Reconciler for RsController {
             return;
         };
         let v = &rs.value;
-        let Some(selector) = selector_of(v) else {
+        // Parsed by `handle` when the set's spec last changed.
+        let Some(selector) = self.selectors.get(&key).cloned() else {
             return;
         };
         let cluster = self.cluster.clone();
@@ -1397,7 +1399,7 @@ struct StsController {
     cluster: Cluster,
     cfg: StatefulSetConfig,
     sets: Cache,
-    selectors: BTreeMap<Key, LabelSelector>,
+    selectors: BTreeMap<Key, Arc<LabelSelector>>,
     /// Sets that may have orphans to adopt (new sets, and sets matching a new orphan).
     adopt: BTreeSet<Key>,
     pods: Cache,
@@ -1430,7 +1432,7 @@ impl Reconciler for StsController {
                     match &d.new {
                         Some(n) => {
                             if let Some(sel) = selector_of(&n.value) {
-                                self.selectors.insert(d.key.clone(), sel);
+                                self.selectors.insert(d.key.clone(), Arc::new(sel));
                             }
                             if d.old
                                 .as_ref()
