@@ -1179,26 +1179,34 @@ impl Fleet {
         let res = self.c.res.clone();
         let leases = &res.leases;
         self.pace().await;
-        // The usual renewal: an update of the kubelet's copy of its Lease (a conflict or a
-        // missing Lease falls back to a patch or a creation).
+        // The usual renewal: the kubelet's copy of its Lease with a new renewTime, written only
+        // if nobody changed the Lease since (its resourceVersion as a precondition, like the
+        // kubelet's update of its cached Lease). A conflict or a missing Lease falls back to a
+        // plain patch or a creation.
         if !set_owner && let Some(cached) = cached {
-            let mut lease = cached.value.to_value();
-            if let Some(spec) = lease.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.insert("holderIdentity".into(), json!(name));
-                spec.insert("leaseDurationSeconds".into(), json!(dur));
-                spec.insert("renewTime".into(), json!(now));
-                match self.c.update(leases, lease).await {
-                    Ok(v) => {
-                        if let Some(n) = self.nodes.get_mut(name) {
-                            n.lease = Some(v);
-                        }
-                        return;
+            let patch = object! {
+                "metadata" => object! {"resourceVersion" => cached.revision.to_string()},
+                "spec" => object! {
+                    "holderIdentity" => name,
+                    "leaseDurationSeconds" => dur,
+                    "renewTime" => now.as_str(),
+                },
+            };
+            match self
+                .c
+                .merge_patch(leases, "kube-node-lease", name, None, patch)
+                .await
+            {
+                Ok(v) => {
+                    if let Some(n) = self.nodes.get_mut(name) {
+                        n.lease = Some(v);
                     }
-                    Err(e) if e.code == 409 || e.code == 404 => {}
-                    Err(e) => {
-                        tracing::debug!(node = name, error = %e, "lease renewal failed");
-                        return;
-                    }
+                    return;
+                }
+                Err(e) if e.code == 409 || e.code == 404 => {}
+                Err(e) => {
+                    tracing::debug!(node = name, error = %e, "lease renewal failed");
+                    return;
                 }
             }
         }

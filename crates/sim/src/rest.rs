@@ -1319,6 +1319,33 @@ pub(crate) async fn write_back(
     Ok(stored)
 }
 
+/// For a merge patch of nothing but the spec (an object) and, optionally, the resourceVersion:
+/// `Some(the resourceVersion asked for)`; otherwise None.
+fn spec_patch_precondition(doc: &Value) -> Option<Option<&str>> {
+    let m = doc.as_object()?;
+    if !m.field("spec").is_some_and(Value::is_object) {
+        return None;
+    }
+    let mut rv = None;
+    for (k, v) in m {
+        match k.as_str() {
+            "spec" => {}
+            "metadata" => {
+                let meta = v.as_object()?;
+                if meta.keys().any(|k| k != "resourceVersion") {
+                    return None;
+                }
+                rv = match meta.field("resourceVersion") {
+                    None => None,
+                    Some(r) => Some(r.as_str()?),
+                };
+            }
+            _ => return None,
+        }
+    }
+    Some(rv)
+}
+
 /// A namespace is held by its spec finalizers until the namespace controller releases it.
 fn holds_namespace<V: Json>(info: &ResourceInfo, v: &V) -> bool {
     info.group.is_empty()
@@ -1367,6 +1394,31 @@ pub async fn patch_object(
             } else {
                 merged
             };
+            if !crate::defaults::needs_normalize(info, &merged) {
+                let pre = Precondition::revision(cur.revision);
+                match server.store.update_tree(&key, merged, &pre).await {
+                    Ok(v) => return Ok((StatusCode::OK, Written::Stored(v))),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
+                }
+            }
+        }
+        // Lease renewals: a merge patch of the spec, with at most the resourceVersion as a
+        // precondition. A Lease has no generation, no status subresource and nothing in its spec
+        // that the API server validates, and its metadata does not change, so the patch applies
+        // to the stored tree as it is.
+        if patch.kind == PatchKind::Merge
+            && sub.is_none()
+            && !opts.dry_run
+            && info.group == "coordination.k8s.io"
+            && info.resource == "leases"
+            && cur.value.ptr("/metadata/deletionTimestamp").is_none()
+            && let Some(rv) = spec_patch_precondition(&patch.doc)
+        {
+            if rv.is_some_and(|r| r != cur.revision.to_string()) {
+                return Err(ApiError::stale(&info.qualified(), name));
+            }
+            let merged = cur.value.merge_patched(&patch.doc);
             if !crate::defaults::needs_normalize(info, &merged) {
                 let pre = Precondition::revision(cur.revision);
                 match server.store.update_tree(&key, merged, &pre).await {

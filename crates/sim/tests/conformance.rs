@@ -390,6 +390,82 @@ async fn stale_updates_conflict() {
     assert_eq!(cms.get("c").await.unwrap().data.unwrap()["k"], "1");
 }
 
+/// Lease renewals (a merge patch of the spec pinned to a resourceVersion) take a shorter path in
+/// the API server: the same answers as any other patch.
+#[tokio::test(start_paused = true)]
+async fn lease_spec_patches_keep_patch_semantics() {
+    let (_s, client) = server().await;
+    let ar = dynamic("coordination.k8s.io", "v1", "Lease", "leases");
+    let leases: Api<DynamicObject> = Api::namespaced_with(client, "kube-node-lease", &ar);
+    let lease: DynamicObject = from(json!({"apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease", "metadata": {"name": "n1", "labels": {"a": "b"}},
+        "spec": {"holderIdentity": "n1", "leaseDurationSeconds": 40}}));
+    let a = leases.create(&PostParams::default(), &lease).await.unwrap();
+    let rv = a.metadata.resource_version.clone().unwrap();
+    let renew = |rv: &str, t: &str| {
+        Patch::Merge(json!({"metadata": {"resourceVersion": rv},
+            "spec": {"renewTime": t, "leaseDurationSeconds": 41}}))
+    };
+    let t1 = "2026-01-01T00:00:01.000000Z";
+    let b = leases
+        .patch("n1", &PatchParams::default(), &renew(&rv, t1))
+        .await
+        .unwrap();
+    let new_rv = b.metadata.resource_version.clone().unwrap();
+    assert_ne!(new_rv, rv);
+    assert_eq!(b.data["spec"]["renewTime"], t1);
+    assert_eq!(b.data["spec"]["leaseDurationSeconds"], 41);
+    assert_eq!(
+        b.data["spec"]["holderIdentity"], "n1",
+        "merged, not replaced"
+    );
+    assert_eq!(b.metadata.labels, a.metadata.labels);
+    assert_eq!(b.metadata.uid, a.metadata.uid);
+    assert_eq!(b.metadata.generation, a.metadata.generation);
+    // The old resourceVersion conflicts and changes nothing.
+    let e = leases
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &renew(&rv, "2026-01-01T00:00:09.000000Z"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 409);
+    let now = leases.get("n1").await.unwrap();
+    assert_eq!(now.data["spec"]["renewTime"], t1);
+    assert_eq!(
+        now.metadata.resource_version.as_deref(),
+        Some(new_rv.as_str())
+    );
+    // Without a resourceVersion, and with other metadata, patches still apply.
+    let c = leases
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"holderIdentity": "n2"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.data["spec"]["holderIdentity"], "n2");
+    let d = leases
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"c": "d"}}, "spec": {"renewTime": null}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        d.metadata.labels.unwrap().get("c").map(String::as_str),
+        Some("d")
+    );
+    assert!(d.data["spec"].get("renewTime").is_none());
+    // Still the one Lease.
+    let list = leases.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn watch_resumes_from_a_resource_version_and_too_old_is_gone() {
     let (_s, client) = server_with(ServerConfig {
