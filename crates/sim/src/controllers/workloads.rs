@@ -66,6 +66,19 @@ pub(crate) fn spawn_feed(
     feed: usize,
     tx: UnboundedSender<(usize, FeedMsg)>,
 ) {
+    spawn_feed_of(cluster, r, feed, tx, None);
+}
+
+/// [`spawn_feed`] that passes on only the changes where `keep` holds for the new or the old
+/// version (the initial list whole): for a controller whose cache holds only some of the objects
+/// (pods of one controller kind), the others' updates are not even sent.
+pub(crate) fn spawn_feed_of(
+    cluster: &Cluster,
+    r: &ResourceInfo,
+    feed: usize,
+    tx: UnboundedSender<(usize, FeedMsg)>,
+    keep: Option<fn(&Tree) -> bool>,
+) {
     let cluster = cluster.clone();
     let r = r.clone();
     tokio::spawn(async move {
@@ -94,6 +107,12 @@ pub(crate) fn spawn_feed(
                     batch = stream.next() => match batch {
                         Some(Ok(events)) => {
                             for e in events {
+                                if let Some(keep) = keep
+                                    && !keep(&e.object.value)
+                                    && !e.previous.as_ref().is_some_and(|p| keep(&p.value))
+                                {
+                                    continue;
+                                }
                                 if tx.send((feed, FeedMsg::Event(e))).is_err() {
                                     return;
                                 }
@@ -543,6 +562,19 @@ pub(crate) fn controller_of<V: Json>(v: &V) -> Option<&V> {
 }
 
 /// (kind, name, uid) of the controller owner.
+/// Pods a StatefulSet controller caches: its own and orphans (which it may adopt).
+fn sts_pod_or_orphan(v: &Tree) -> bool {
+    controller_parts(v).is_none_or(|(k, _, _)| k == "StatefulSet")
+}
+
+fn daemon_set_pod(v: &Tree) -> bool {
+    controller_parts(v).is_some_and(|(k, _, _)| k == "DaemonSet")
+}
+
+fn job_pod(v: &Tree) -> bool {
+    controller_parts(v).is_some_and(|(k, _, _)| k == "Job")
+}
+
 pub(crate) fn controller_parts<V: Json>(v: &V) -> Option<(&str, &str, &str)> {
     let r = controller_of(v)?;
     Some((
@@ -680,12 +712,14 @@ pub(crate) fn is_ready<V: Json>(p: &V) -> bool {
 }
 
 /// Whether two versions of a pod look the same to a ReplicaSet's sync: what it claims by (labels,
-/// controller), what it counts (active: phase and deletion; ready and since when). What it reads
-/// only to choose pods to delete (node, restarts, deletion cost) is read from the cache when a
-/// sync runs for another reason; a scale-down never waits for a pod update.
+/// controller), what it counts (active: a terminal phase and deletion; ready and since when).
+/// What it reads only to choose pods to delete (node, phase, restarts, deletion cost) is read
+/// from the cache when a sync runs for another reason; a scale-down never waits for a pod
+/// update.
 pub(crate) fn same_for_replica_set<V: Json>(old: &V, new: &V) -> bool {
     is_terminating(old) == is_terminating(new)
-        && phase(old) == phase(new)
+        // Of the phase, a sync reads only whether it is terminal (Ready is the condition).
+        && is_terminal(old) == is_terminal(new)
         && same_at(ready_condition(old), ready_condition(new))
         && same_at(old.ptr("/metadata/labels"), new.ptr("/metadata/labels"))
         && same_at(
@@ -1115,11 +1149,15 @@ impl Reconciler for RsController {
                     Err(e) => retry_later(q, &key, &e),
                 }
             }
-            let owner = owner_ref(v, "apps/v1", "ReplicaSet");
             let orphans = if self.adopt.remove(&key) {
                 self.pods.orphans_in(&key.0)
             } else {
                 Vec::new()
+            };
+            let owner = if orphans.is_empty() {
+                Value::Null
+            } else {
+                owner_ref(v, "apps/v1", "ReplicaSet")
             };
             for p in orphans {
                 if !is_active(&p.value) || !selector.matches(labels_of(&p.value)) {
@@ -1382,7 +1420,13 @@ const STS_COMPONENT: &str = "statefulset-controller";
 pub fn spawn_statefulset(cluster: Cluster, cfg: StatefulSetConfig) -> JoinHandle<()> {
     let (tx, rx) = unbounded_channel();
     spawn_feed(&cluster, &cluster.res.statefulsets, STS_FEED, tx.clone());
-    spawn_feed(&cluster, &cluster.res.pods, STS_PODS, tx);
+    spawn_feed_of(
+        &cluster,
+        &cluster.res.pods,
+        STS_PODS,
+        tx,
+        Some(sts_pod_or_orphan),
+    );
     let ctl = StsController {
         cluster,
         cfg,
@@ -1887,7 +1931,13 @@ const DS_COMPONENT: &str = "daemonset-controller";
 pub fn spawn_daemonset(cluster: Cluster, cfg: DaemonSetConfig) -> JoinHandle<()> {
     let (tx, rx) = unbounded_channel();
     spawn_feed(&cluster, &cluster.res.daemonsets, DS_FEED, tx.clone());
-    spawn_feed(&cluster, &cluster.res.pods, DS_PODS, tx.clone());
+    spawn_feed_of(
+        &cluster,
+        &cluster.res.pods,
+        DS_PODS,
+        tx.clone(),
+        Some(daemon_set_pod),
+    );
     spawn_feed(&cluster, &cluster.res.nodes, DS_NODES, tx);
     let ctl = DsController {
         cluster,
@@ -2637,7 +2687,7 @@ const JOB_COMPONENT: &str = "job-controller";
 pub fn spawn_job(cluster: Cluster, cfg: JobConfig) -> JoinHandle<()> {
     let (tx, rx) = unbounded_channel();
     spawn_feed(&cluster, &cluster.res.jobs, JOB_FEED, tx.clone());
-    spawn_feed(&cluster, &cluster.res.pods, JOB_PODS, tx);
+    spawn_feed_of(&cluster, &cluster.res.pods, JOB_PODS, tx, Some(job_pod));
     let ctl = JobController {
         cluster,
         cfg,
@@ -3070,8 +3120,10 @@ mod tests {
             f(&mut p);
             p
         };
-        // Container states, restarts, IPs and the node: the same to a ReplicaSet.
+        // Container states, restarts, IPs, the node and a phase that stays non-terminal: the
+        // same to a ReplicaSet.
         let status_only = changed(&|p| {
+            p["status"]["phase"] = json!("Pending");
             p["status"]["containerStatuses"][0]["restartCount"] = json!(3);
             p["status"]["containerStatuses"][0]["state"] = json!({"running": {}});
             p["status"]["podIP"] = json!("10.0.0.2");
