@@ -319,6 +319,8 @@ mod tests {
             "/a",
             "/a/b~1c",
             "/a/d~0e",
+            "/a/d~0e/",
+            "/a/~1",
             "/a/",
             "/a/list",
             "/a/list/0",
@@ -333,6 +335,12 @@ mod tests {
             "/missing",
         ] {
             assert_eq!(v.ptr(p), v.pointer(p), "path {p:?}");
+            let t = crate::tree::Tree::from(&v);
+            assert_eq!(
+                t.ptr(p).map(crate::tree::Tree::to_value).as_ref(),
+                v.pointer(p),
+                "tree, path {p:?}"
+            );
         }
     }
 }

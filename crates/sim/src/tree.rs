@@ -744,23 +744,39 @@ impl Tree {
             return Some(self);
         }
         let rest = path.strip_prefix('/')?;
-        let escaped = rest.as_bytes().contains(&b'~');
-        let mut cur = self;
-        for token in crate::json::tokens(rest) {
-            let unescaped;
-            let token = if escaped {
-                unescaped = token.replace("~1", "/").replace("~0", "~");
-                unescaped.as_str()
-            } else {
-                token
-            };
-            cur = match cur {
-                Tree::Object(m) => m.get(token)?,
-                Tree::Array(a) => a.get(crate::json::array_index(token)?)?,
-                _ => return None,
-            };
+        // One pass over the bytes: a token ends at '/' (or the end); one with '~' is unescaped.
+        // (Paths are short: a library call per token to find '/' or '~' costs more.)
+        let bytes = rest.as_bytes();
+        let (mut cur, mut start, mut tilde) = (self, 0, false);
+        for i in 0..=bytes.len() {
+            match bytes.get(i) {
+                Some(b'/') | None => {
+                    cur = cur.step(&rest[start..i], tilde)?;
+                    start = i + 1;
+                    tilde = false;
+                }
+                Some(b'~') => tilde = true,
+                Some(_) => {}
+            }
         }
         Some(cur)
+    }
+
+    /// One token of a JSON pointer (`escaped`: it contains `~`).
+    #[inline]
+    fn step(&self, token: &str, escaped: bool) -> Option<&Tree> {
+        let unescaped;
+        let token = if escaped {
+            unescaped = token.replace("~1", "/").replace("~0", "~");
+            unescaped.as_str()
+        } else {
+            token
+        };
+        match self {
+            Tree::Object(m) => m.get(token),
+            Tree::Array(a) => a.get(crate::json::array_index(token)?),
+            _ => None,
+        }
     }
 
     /// Same as [`Tree::ptr`].
