@@ -2247,9 +2247,12 @@ impl Runner {
         let (ns, name) = ns_name(v);
         let key = format!("{ns}/{name}");
         let basis = Basis::of(v);
-        if let Some((old, info)) = self.seen.get(&key)
+        if let Some((old, info)) = self.seen.get_mut(&key)
             && *old == basis
         {
+            // Keep this version's parts, not the older equal ones: the store may have let the
+            // older ones go, and they would stay alive here only.
+            *old = basis;
             return info.clone();
         }
         let info = Arc::new(PodInfo::from_json(v));
@@ -2293,7 +2296,14 @@ impl Runner {
                 (same, freed, old.labels != info.labels)
             });
             match change {
-                Some((true, _, _)) => {}
+                Some((true, _, _)) => {
+                    // The counted PodInfo stays: remember that one, not an equal copy.
+                    if let Some((counted, _)) = self.cache.counted(&key)
+                        && let Some(e) = self.seen.get_mut(&key)
+                    {
+                        e.1 = counted.clone();
+                    }
+                }
                 Some((false, freed, relabeled)) => {
                     let node = info.node_name.clone();
                     self.cache.add_pod(info, &node);

@@ -379,18 +379,6 @@ impl Reconciler for DController {
             }
             _ => {
                 // Only the end of a pod matters: a Recreate rollout waits for old pods to be gone.
-                // The cache is read for nothing else (`old_pods_running`: owner, terminal), so an
-                // update that changes neither is not even cached.
-                if let FeedMsg::Event(e) = msg
-                    && e.kind == crate::store::EventType::Modified
-                    && let Some(prev) = &e.previous
-                    && is_terminal(&prev.value) == is_terminal(&e.object.value)
-                    && prev.value.ptr("/metadata/uid") == e.object.value.ptr("/metadata/uid")
-                    && prev.value.ptr("/metadata/ownerReferences")
-                        == e.object.value.ptr("/metadata/ownerReferences")
-                {
-                    return;
-                }
                 for d in self.pods.apply(msg) {
                     let ended = match (&d.old, &d.new) {
                         (Some(_), None) => true,

@@ -23,7 +23,7 @@
 
 use crate::json::Ptr;
 use crate::tree::Tree;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -131,8 +131,7 @@ struct State {
     cfg: GcConfig,
     resources: Vec<ResourceInfo>,
     synced: Vec<bool>,
-    /// The object graph by uid (only looked up by uid, never walked: a hash map).
-    nodes: HashMap<String, Node, crate::json::FnvBuild>,
+    nodes: BTreeMap<String, Node>,
     by_res: Vec<BTreeSet<String>>,
     /// Owner uid → uids of objects referencing it.
     dependents: BTreeMap<String, BTreeSet<String>>,
@@ -153,7 +152,7 @@ pub fn spawn(cluster: Cluster, config: GcConfig) -> tokio::task::JoinHandle<()> 
             cfg: config,
             resources: Vec::new(),
             synced: Vec::new(),
-            nodes: HashMap::default(),
+            nodes: BTreeMap::new(),
             by_res: Vec::new(),
             dependents: BTreeMap::new(),
             attempt: BTreeSet::new(),
