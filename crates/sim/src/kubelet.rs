@@ -1163,6 +1163,19 @@ impl Fleet {
             .ok()
     }
 
+    /// A merge patch of the node's Lease; the kubelet keeps the Lease it wrote.
+    async fn patch_lease(&mut self, name: &str, patch: Value) -> Result<(), crate::ApiError> {
+        let leases = self.c.res.leases.clone();
+        let v = self
+            .c
+            .merge_patch(&leases, "kube-node-lease", name, None, patch)
+            .await?;
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.lease = Some(v);
+        }
+        Ok(())
+    }
+
     async fn renew_lease(&mut self, name: &str) {
         let Some(node) = self.nodes.get(name) else {
             return;
@@ -1192,17 +1205,8 @@ impl Fleet {
                     "renewTime" => now.as_str(),
                 },
             };
-            match self
-                .c
-                .merge_patch(leases, "kube-node-lease", name, None, patch)
-                .await
-            {
-                Ok(v) => {
-                    if let Some(n) = self.nodes.get_mut(name) {
-                        n.lease = Some(v);
-                    }
-                    return;
-                }
+            match self.patch_lease(name, patch).await {
+                Ok(()) => return,
                 Err(e) if e.code == 409 || e.code == 404 => {}
                 Err(e) => {
                     tracing::debug!(node = name, error = %e, "lease renewal failed");
@@ -1215,17 +1219,10 @@ impl Fleet {
         if set_owner {
             patch["metadata"] = object! {"ownerReferences" => owners.clone()};
         }
-        match self
-            .c
-            .merge_patch(leases, "kube-node-lease", name, None, patch)
-            .await
-        {
-            Ok(v) => {
-                if let Some(n) = self.nodes.get_mut(name) {
-                    n.lease = Some(v);
-                    if set_owner {
-                        n.lease_owned = true;
-                    }
+        match self.patch_lease(name, patch).await {
+            Ok(()) => {
+                if set_owner && let Some(n) = self.nodes.get_mut(name) {
+                    n.lease_owned = true;
                 }
             }
             Err(e) if e.code == 404 => {

@@ -1387,45 +1387,41 @@ pub async fn patch_object(
         // stored tree, sharing metadata, spec and every unchanged part of the status. Metadata
         // and spec are the current ones, so nothing that validation, immutability or graceful
         // deletion reads has changed (a deleted object takes the general path).
-        if status_only && !opts.dry_run && cur.value.ptr("/metadata/deletionTimestamp").is_none() {
+        let deleting = cur.value.ptr("/metadata/deletionTimestamp").is_some();
+        let on_tree = if status_only && !opts.dry_run && !deleting {
             let merged = cur.value.merge_patched(&patch.doc);
-            let merged = if merged.field("status").is_some_and(Tree::is_null) {
+            Some(if merged.field("status").is_some_and(Tree::is_null) {
                 merged.without("status")
             } else {
                 merged
-            };
-            if !crate::defaults::needs_normalize(info, &merged) {
-                let pre = Precondition::revision(cur.revision);
-                match server.store.update_tree(&key, merged, &pre).await {
-                    Ok(v) => return Ok((StatusCode::OK, Written::Stored(v))),
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
-                }
-            }
-        }
+            })
         // Lease renewals: a merge patch of the spec, with at most the resourceVersion as a
         // precondition. A Lease has no generation, no status subresource and nothing in its spec
         // that the API server validates, and its metadata does not change, so the patch applies
         // to the stored tree as it is.
-        if patch.kind == PatchKind::Merge
+        } else if patch.kind == PatchKind::Merge
             && sub.is_none()
             && !opts.dry_run
+            && !deleting
             && info.group == "coordination.k8s.io"
             && info.resource == "leases"
-            && cur.value.ptr("/metadata/deletionTimestamp").is_none()
             && let Some(rv) = spec_patch_precondition(&patch.doc)
         {
             if rv.is_some_and(|r| r != cur.revision.to_string()) {
                 return Err(ApiError::stale(&info.qualified(), name));
             }
-            let merged = cur.value.merge_patched(&patch.doc);
-            if !crate::defaults::needs_normalize(info, &merged) {
-                let pre = Precondition::revision(cur.revision);
-                match server.store.update_tree(&key, merged, &pre).await {
-                    Ok(v) => return Ok((StatusCode::OK, Written::Stored(v))),
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
-                }
+            Some(cur.value.merge_patched(&patch.doc))
+        } else {
+            None
+        };
+        if let Some(merged) = on_tree
+            && !crate::defaults::needs_normalize(info, &merged)
+        {
+            let pre = Precondition::revision(cur.revision);
+            match server.store.update_tree(&key, merged, &pre).await {
+                Ok(v) => return Ok((StatusCode::OK, Written::Stored(v))),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
             }
         }
         let cur_v = cur.value.to_value();
