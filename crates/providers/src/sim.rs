@@ -178,35 +178,36 @@ impl SimProvider {
 
 impl SimProvider {
     /// `GET /sim/v1/{what}` (`probes`, `violations`): the simulator's own measurements, which
-    /// the engine reports when it runs against the simulator.
-    pub async fn control_get_as<T: serde::de::DeserializeOwned>(
-        &self,
-        what: &str,
-    ) -> Result<T, ProviderError> {
+    /// the engine reports when it runs against the simulator. The answer's body, once it is a 200.
+    async fn control_bytes(&self, what: &str) -> Result<axum::body::Bytes, ProviderError> {
         let (code, bytes) = self
             .call_bytes("GET", &format!("/sim/v1/{what}"), None)
             .await?;
-        let failed = |message: String| ProviderError::Failed {
-            provider: "sim".into(),
-            message,
-        };
-        if code != 200 {
-            return Err(failed(format!("GET /sim/v1/{what} answered {code}")));
-        }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| failed(format!("GET /sim/v1/{what}: unexpected answer: {e}")))
-    }
-
-    /// `GET /sim/v1/{what}` as JSON.
-    pub async fn control_get(&self, what: &str) -> Result<Value, ProviderError> {
-        let (code, v) = self.call("GET", &format!("/sim/v1/{what}"), None).await?;
         if code != 200 {
             return Err(ProviderError::Failed {
                 provider: "sim".into(),
                 message: format!("GET /sim/v1/{what} answered {code}"),
             });
         }
-        Ok(v)
+        Ok(bytes)
+    }
+
+    /// [`SimProvider::control_get`] read into `T`.
+    pub async fn control_get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+    ) -> Result<T, ProviderError> {
+        let bytes = self.control_bytes(what).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ProviderError::Failed {
+            provider: "sim".into(),
+            message: format!("GET /sim/v1/{what}: unexpected answer: {e}"),
+        })
+    }
+
+    /// `GET /sim/v1/{what}` as JSON (null when the body is not JSON).
+    pub async fn control_get(&self, what: &str) -> Result<Value, ProviderError> {
+        let bytes = self.control_bytes(what).await?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     /// The machine, or None when the simulator has none of that name.

@@ -2241,8 +2241,8 @@ impl Runner {
         }
     }
 
-    /// The pod's `PodInfo`: the previous version's when nothing it is made of changed.
-    fn pod_info(&mut self, obj: &Arc<StoredObject>) -> Arc<PodInfo> {
+    /// The pod's key and `PodInfo`: the previous version's when nothing it is made of changed.
+    fn pod_info(&mut self, obj: &Arc<StoredObject>) -> (String, Arc<PodInfo>) {
         let v = &obj.value;
         let (ns, name) = ns_name(v);
         let key = format!("{ns}/{name}");
@@ -2253,16 +2253,16 @@ impl Runner {
             // Keep this version's parts, not the older equal ones: the store may have let the
             // older ones go, and they would stay alive here only.
             *old = basis;
-            return info.clone();
+            let info = info.clone();
+            return (key, info);
         }
         let info = Arc::new(PodInfo::from_json(v));
-        self.seen.insert(key, (basis, info.clone()));
-        info
+        self.seen.insert(key.clone(), (basis, info.clone()));
+        (key, info)
     }
 
     fn pod_seen(&mut self, obj: Arc<StoredObject>) {
-        let info = self.pod_info(&obj);
-        let key = info.key();
+        let (key, info) = self.pod_info(&obj);
         // A pod with the same name but another uid replaced an old one.
         if self.pending.get(&key).is_some_and(|p| p.uid != info.uid) {
             self.drop_pending(&key);

@@ -1361,9 +1361,7 @@ impl DController {
         let old_status = d.field("status");
         let current = old_status.and_then(|s| get_cond(s, "Progressing"));
         let complete_already = st_of(&status, "replicas") == st_of(&status, "updatedReplicas")
-            && current
-                .as_ref()
-                .is_some_and(|c| str_at(*c, "/reason") == "NewReplicaSetAvailable");
+            && current.is_some_and(|c| str_at(c, "/reason") == "NewReplicaSetAvailable");
         let now = self.cluster.server.clock.timestamp();
         let subject = match sets.new_rs() {
             Some(rs) => format!("ReplicaSet \"{}\"", str_at(rs, "/metadata/name")),
@@ -1379,8 +1377,8 @@ impl DController {
             } else if deployment_progressing(d, &status) {
                 let msg = format!("{subject} is progressing.");
                 let mut c = new_cond("Progressing", "True", "ReplicaSetUpdated", &msg, &now);
-                if let Some(cur) = &current {
-                    if str_at(*cur, "/status") == "True"
+                if let Some(cur) = current {
+                    if str_at(cur, "/status") == "True"
                         && let Some(t) = cur.field("lastTransitionTime")
                     {
                         c["lastTransitionTime"] = t.to_value();
@@ -1405,10 +1403,10 @@ impl DController {
         if old_status.is_some_and(|o| *o == status) {
             // No progress to report: check again when the deadline would pass.
             if deadline
-                && let Some(cur) = &current
+                && let Some(cur) = current
                 && !deployment_complete(d, &status)
-                && str_at(*cur, "/reason") != "ProgressDeadlineExceeded"
-                && let Some(t) = parse_time(str_at(*cur, "/lastUpdateTime"))
+                && str_at(cur, "/reason") != "ProgressDeadlineExceeded"
+                && let Some(t) = parse_time(str_at(cur, "/lastUpdateTime"))
             {
                 let secs = i64_at(&**d, "/spec/progressDeadlineSeconds").unwrap_or(600);
                 let after = until(&self.cluster, t + chrono::Duration::seconds(secs));

@@ -69,15 +69,15 @@ pub(crate) fn spawn_feed(
     spawn_feed_of(cluster, r, feed, tx, None);
 }
 
-/// [`spawn_feed`] that passes on only the changes where `keep` holds for the new or the old
-/// version (the initial list whole): for a controller whose cache holds only some of the objects
-/// (pods of one controller kind), the others' updates are not even sent.
+/// [`spawn_feed`] for a cache that keeps only some objects (pods of one controller kind): passes
+/// on only the changes whose new or old version `keep` keeps (the initial list whole), so the
+/// others' updates are not even sent.
 pub(crate) fn spawn_feed_of(
     cluster: &Cluster,
     r: &ResourceInfo,
     feed: usize,
     tx: UnboundedSender<(usize, FeedMsg)>,
-    keep: Option<fn(&Tree) -> bool>,
+    keep: Option<Keep>,
 ) {
     let cluster = cluster.clone();
     let r = r.clone();
@@ -108,8 +108,8 @@ pub(crate) fn spawn_feed_of(
                         Some(Ok(events)) => {
                             for e in events {
                                 if let Some(keep) = keep
-                                    && !keep(&e.object.value)
-                                    && !e.previous.as_ref().is_some_and(|p| keep(&p.value))
+                                    && !keep.keeps(&e.object.value)
+                                    && !e.previous.as_ref().is_some_and(|p| keep.keeps(&p.value))
                                 {
                                     continue;
                                 }
@@ -303,33 +303,22 @@ pub(crate) struct Diff {
     pub new: Option<Arc<StoredObject>>,
 }
 
-/// An informer's cache: objects by key, indexed by the uid of their controller owner. With
-/// `owner_kind`, only objects controlled by that kind are kept (plus orphans when `keep_orphans`).
-pub(crate) struct Cache {
+/// Which objects a [`Cache`] keeps: with `owner_kind`, only those controlled by that kind (plus
+/// orphans when `keep_orphans`); without, all. Its feed applies the same rule
+/// ([`spawn_feed_of`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Keep {
     owner_kind: Option<&'static str>,
     keep_orphans: bool,
-    map: BTreeMap<Key, Arc<StoredObject>>,
-    by_owner: BTreeMap<String, BTreeSet<Key>>,
-    orphans: BTreeSet<Key>,
 }
 
-impl Cache {
-    pub(crate) fn new(owner_kind: Option<&'static str>, keep_orphans: bool) -> Self {
-        Cache {
-            owner_kind,
-            keep_orphans,
-            map: BTreeMap::new(),
-            by_owner: BTreeMap::new(),
-            orphans: BTreeSet::new(),
-        }
+impl Keep {
+    fn keeps(self, v: &Tree) -> bool {
+        self.class_ref(v).is_some()
     }
 
     /// Some(Some(uid)) controlled, Some(None) orphan, None not kept.
-    fn class(&self, v: &Tree) -> Option<Option<String>> {
-        self.class_ref(v).map(|o| o.map(str::to_string))
-    }
-
-    fn class_ref<'a>(&self, v: &'a Tree) -> Option<Option<&'a str>> {
+    fn class_ref(self, v: &Tree) -> Option<Option<&str>> {
         match controller_of(v) {
             Some(r) => {
                 let kind = r.field("kind").and_then(Json::as_str).unwrap_or("");
@@ -342,6 +331,43 @@ impl Cache {
             None if self.keep_orphans || self.owner_kind.is_none() => Some(None),
             None => None,
         }
+    }
+}
+
+/// An informer's cache: objects by key, indexed by the uid of their controller owner, holding
+/// the objects its [`Keep`] keeps.
+pub(crate) struct Cache {
+    keep: Keep,
+    map: BTreeMap<Key, Arc<StoredObject>>,
+    by_owner: BTreeMap<String, BTreeSet<Key>>,
+    orphans: BTreeSet<Key>,
+}
+
+impl Cache {
+    pub(crate) fn new(owner_kind: Option<&'static str>, keep_orphans: bool) -> Self {
+        Cache {
+            keep: Keep {
+                owner_kind,
+                keep_orphans,
+            },
+            map: BTreeMap::new(),
+            by_owner: BTreeMap::new(),
+            orphans: BTreeSet::new(),
+        }
+    }
+
+    /// What this cache keeps (for its feed).
+    pub(crate) fn keeps(&self) -> Keep {
+        self.keep
+    }
+
+    /// Some(Some(uid)) controlled, Some(None) orphan, None not kept.
+    fn class(&self, v: &Tree) -> Option<Option<String>> {
+        self.class_ref(v).map(|o| o.map(str::to_string))
+    }
+
+    fn class_ref<'a>(&self, v: &'a Tree) -> Option<Option<&'a str>> {
+        self.keep.class_ref(v)
     }
 
     fn unindex(&mut self, key: &Key, old: &StoredObject) {
@@ -562,19 +588,6 @@ pub(crate) fn controller_of<V: Json>(v: &V) -> Option<&V> {
 }
 
 /// (kind, name, uid) of the controller owner.
-/// Pods a StatefulSet controller caches: its own and orphans (which it may adopt).
-fn sts_pod_or_orphan(v: &Tree) -> bool {
-    controller_parts(v).is_none_or(|(k, _, _)| k == "StatefulSet")
-}
-
-fn daemon_set_pod(v: &Tree) -> bool {
-    controller_parts(v).is_some_and(|(k, _, _)| k == "DaemonSet")
-}
-
-fn job_pod(v: &Tree) -> bool {
-    controller_parts(v).is_some_and(|(k, _, _)| k == "Job")
-}
-
 pub(crate) fn controller_parts<V: Json>(v: &V) -> Option<(&str, &str, &str)> {
     let r = controller_of(v)?;
     Some((
@@ -1420,12 +1433,14 @@ const STS_COMPONENT: &str = "statefulset-controller";
 pub fn spawn_statefulset(cluster: Cluster, cfg: StatefulSetConfig) -> JoinHandle<()> {
     let (tx, rx) = unbounded_channel();
     spawn_feed(&cluster, &cluster.res.statefulsets, STS_FEED, tx.clone());
+    // Its own pods, and orphans it may adopt.
+    let pods = Cache::new(Some("StatefulSet"), true);
     spawn_feed_of(
         &cluster,
         &cluster.res.pods,
         STS_PODS,
         tx,
-        Some(sts_pod_or_orphan),
+        Some(pods.keeps()),
     );
     let ctl = StsController {
         cluster,
@@ -1433,7 +1448,7 @@ pub fn spawn_statefulset(cluster: Cluster, cfg: StatefulSetConfig) -> JoinHandle
         sets: Cache::new(None, false),
         selectors: BTreeMap::new(),
         adopt: BTreeSet::new(),
-        pods: Cache::new(Some("StatefulSet"), true),
+        pods,
         revisions: BTreeMap::new(),
     };
     tokio::spawn(run(ctl, rx, 2))
@@ -1475,13 +1490,14 @@ impl Reconciler for StsController {
                 for d in self.sets.apply(msg) {
                     match &d.new {
                         Some(n) => {
-                            if let Some(sel) = selector_of(&n.value) {
-                                self.selectors.insert(d.key.clone(), Arc::new(sel));
-                            }
+                            // The selector is in the spec: parsed again only when it changed.
                             if d.old
                                 .as_ref()
                                 .is_none_or(|o| spec_changed(&o.value, &n.value))
                             {
+                                if let Some(sel) = selector_of(&n.value) {
+                                    self.selectors.insert(d.key.clone(), Arc::new(sel));
+                                }
                                 self.adopt.insert(d.key.clone());
                                 q.add(d.key);
                             }
@@ -1931,12 +1947,13 @@ const DS_COMPONENT: &str = "daemonset-controller";
 pub fn spawn_daemonset(cluster: Cluster, cfg: DaemonSetConfig) -> JoinHandle<()> {
     let (tx, rx) = unbounded_channel();
     spawn_feed(&cluster, &cluster.res.daemonsets, DS_FEED, tx.clone());
+    let pods = Cache::new(Some("DaemonSet"), false);
     spawn_feed_of(
         &cluster,
         &cluster.res.pods,
         DS_PODS,
         tx.clone(),
-        Some(daemon_set_pod),
+        Some(pods.keeps()),
     );
     spawn_feed(&cluster, &cluster.res.nodes, DS_NODES, tx);
     let ctl = DsController {
@@ -1945,7 +1962,7 @@ pub fn spawn_daemonset(cluster: Cluster, cfg: DaemonSetConfig) -> JoinHandle<()>
         cache: Cache::new(None, false),
         sets: BTreeMap::new(),
         nodes: Cache::new(None, false),
-        pods: Cache::new(Some("DaemonSet"), false),
+        pods,
         placed: BTreeMap::new(),
     };
     tokio::spawn(run(ctl, rx, 3))
@@ -2687,12 +2704,19 @@ const JOB_COMPONENT: &str = "job-controller";
 pub fn spawn_job(cluster: Cluster, cfg: JobConfig) -> JoinHandle<()> {
     let (tx, rx) = unbounded_channel();
     spawn_feed(&cluster, &cluster.res.jobs, JOB_FEED, tx.clone());
-    spawn_feed_of(&cluster, &cluster.res.pods, JOB_PODS, tx, Some(job_pod));
+    let pods = Cache::new(Some("Job"), false);
+    spawn_feed_of(
+        &cluster,
+        &cluster.res.pods,
+        JOB_PODS,
+        tx,
+        Some(pods.keeps()),
+    );
     let ctl = JobController {
         cluster,
         cfg,
         jobs: Cache::new(None, false),
-        pods: Cache::new(Some("Job"), false),
+        pods,
     };
     tokio::spawn(run(ctl, rx, 2))
 }
