@@ -312,16 +312,18 @@ impl Cluster {
 }
 
 /// The keys of `known` that a complete re-list (`present`) no longer holds: what a component
-/// must forget after a [`Change::Sync`].
-pub fn absent<K: Ord + Clone, V>(
-    known: &std::collections::BTreeMap<K, V>,
+/// must forget after a [`Change::Sync`], in order (`known` may be a hash map's keys).
+pub fn absent<'a, K: Ord + Clone + 'a>(
+    known: impl IntoIterator<Item = &'a K>,
     present: &std::collections::BTreeSet<K>,
 ) -> Vec<K> {
-    known
-        .keys()
+    let mut gone: Vec<K> = known
+        .into_iter()
         .filter(|k| !present.contains(*k))
         .cloned()
-        .collect()
+        .collect();
+    gone.sort_unstable();
+    gone
 }
 
 /// What an informer reports.

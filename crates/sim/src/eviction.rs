@@ -187,7 +187,8 @@ pub(crate) struct NsBudgets {
 }
 
 /// Budgets by namespace, for the eviction subresource.
-pub(crate) type SelectorCache = std::sync::Mutex<HashMap<String, NsBudgets, crate::json::FnvBuild>>;
+pub(crate) type SelectorCache =
+    std::sync::Mutex<HashMap<String, NsBudgets, crate::json::FastBuild>>;
 
 fn budgets_of(items: &[Arc<StoredObject>], epoch: u64) -> NsBudgets {
     let mut b = NsBudgets {
@@ -227,7 +228,7 @@ async fn matching_pdbs(
     let res = pdb_info.key();
     let labels = pod.ptr("/metadata/labels");
     let epoch = server.store.spec_epoch(&res);
-    let cached = |cache: &HashMap<String, NsBudgets, crate::json::FnvBuild>| {
+    let cached = |cache: &HashMap<String, NsBudgets, crate::json::FastBuild>| {
         epoch.is_some_and(|e| cache.get(ns).is_some_and(|b| b.epoch == e))
     };
     let fresh = cached(

@@ -606,12 +606,12 @@ impl Invariants {
                 let present: BTreeSet<Key> = items.iter().map(|o| key_of(&o.value)).collect();
                 match tag {
                     0 => {
-                        for k in crate::cluster::absent(&st.pods, &present) {
+                        for k in crate::cluster::absent(st.pods.keys(), &present) {
                             st.drop_pod(&k);
                         }
                     }
                     1 => {
-                        for k in crate::cluster::absent(&st.pdbs, &present) {
+                        for k in crate::cluster::absent(st.pdbs.keys(), &present) {
                             st.drop_pdb(&k);
                         }
                     }

@@ -30,7 +30,7 @@
 //! [`spawn_termination_confirmer`] is the older stand-in for API-only use (no machines): it only
 //! confirms graceful deletions.
 
-use crate::json::{Json, object};
+use crate::json::{FastMap, Json, object};
 use crate::tree::Tree;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -267,7 +267,7 @@ pub fn spawn_kubelets(
             machines,
             cfg,
             nodes: BTreeMap::new(),
-            pods: BTreeMap::new(),
+            pods: FastMap::default(),
             by_node: BTreeMap::new(),
             timers: BTreeMap::new(),
             seq: 0,
@@ -669,8 +669,9 @@ struct Fleet {
     view: RunningView,
     cfg: KubeletConfig,
     nodes: BTreeMap<String, NodeRec>,
-    /// Boxed: a record is large, and a B-tree node holds eleven of them whether used or not.
-    pods: BTreeMap<PodKey, Box<PodRec>>,
+    /// Hashed (looked up for every pod event; walked only in order, after a re-list). Boxed:
+    /// a record is large, and a hash table keeps spare slots.
+    pods: FastMap<PodKey, Box<PodRec>>,
     by_node: BTreeMap<String, BTreeSet<PodKey>>,
     timers: BTreeMap<(Instant, u64), Timer>,
     seq: u64,
@@ -1477,7 +1478,7 @@ impl Fleet {
                     .iter()
                     .map(|o| crate::controllers::workloads::key_of(&o.value))
                     .collect();
-                for k in crate::cluster::absent(&self.pods, &present) {
+                for k in crate::cluster::absent(self.pods.keys(), &present) {
                     self.pod_gone(&k, None);
                 }
                 for o in &items {

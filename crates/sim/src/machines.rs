@@ -358,12 +358,12 @@ pub struct RunningView {
 }
 
 /// The running view's map (lookups only; [`RunningView::snapshot`] gives it in order).
-pub type RuntimeMap = HashMap<(String, String), PodRuntime, crate::json::FnvBuild>;
+pub type RuntimeMap = HashMap<(String, String), PodRuntime, crate::json::FastBuild>;
 
 impl RunningView {
     pub fn get(&self, ns: &str, name: &str) -> Option<PodRuntime> {
         self.read()
-            .get(&(ns.to_string(), name.to_string()))
+            .get(&(ns, name) as &dyn crate::store::NsName)
             .cloned()
     }
 
@@ -388,7 +388,9 @@ impl RunningView {
 /// The traffic probes' question: a request to `ip` reaches the pod's running containers.
 impl crate::probes::PodLiveness for RunningView {
     fn is_serving(&self, namespace: &str, pod: &str, ip: &str) -> bool {
-        self.is_serving_key(&(namespace.to_string(), pod.to_string()), ip)
+        self.read()
+            .get(&(namespace, pod) as &dyn crate::store::NsName)
+            .is_some_and(|r| r.running && r.ip.as_deref() == Some(ip))
     }
 
     fn is_serving_key(&self, key: &(String, String), ip: &str) -> bool {

@@ -379,7 +379,7 @@ impl Table {
 
 struct Inner {
     revision: u64,
-    tables: HashMap<ResourceKey, Table, crate::json::FnvBuild>,
+    tables: HashMap<ResourceKey, Table, crate::json::FastBuild>,
 }
 
 /// A (namespace, name) key as two borrowed strings, to look up the `(String, String)` keys of a
@@ -413,6 +413,14 @@ impl PartialEq for dyn NsName + '_ {
 }
 
 impl Eq for dyn NsName + '_ {}
+
+/// Hashes like the `(String, String)` it stands for, so hash maps keyed by pairs can be looked up
+/// with borrowed strings.
+impl std::hash::Hash for dyn NsName + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
 
 impl PartialOrd for dyn NsName + '_ {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
@@ -941,6 +949,17 @@ impl MemoryWatch {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn borrowed_pairs_find_owned_keys_in_hash_maps() {
+        let mut m: crate::json::FastMap<(String, String), u32> = Default::default();
+        m.insert(("ns".into(), "a".into()), 1);
+        m.insert(("n".into(), "sa".into()), 2);
+        assert_eq!(m.get(&("ns", "a") as &dyn NsName), Some(&1));
+        assert_eq!(m.get(&("n", "sa") as &dyn NsName), Some(&2));
+        assert_eq!(m.get(&("nsa", "") as &dyn NsName), None);
+        assert!(!m.contains_key(&("ns", "b") as &dyn NsName));
+    }
 
     fn pod(name: &str, node: Option<&str>, app: &str) -> Value {
         let mut p = json!({"metadata": {"name": name, "namespace": "ns", "labels": {"app": app}},

@@ -110,7 +110,7 @@ const INTERN_MAX_KEYS: usize = 1 << 16;
 
 /// The interner. It starts with the [`WELL_KNOWN`] keys, so every map key equal to one of them
 /// is the same allocation as `WELL_KNOWN_KEYS[i]`.
-static KEYS: LazyLock<Mutex<HashSet<ArcStr, crate::json::FnvBuild>>> = LazyLock::new(|| {
+static KEYS: LazyLock<Mutex<HashSet<ArcStr, crate::json::FastBuild>>> = LazyLock::new(|| {
     Mutex::new(
         WELL_KNOWN_KEYS
             .iter()

@@ -28,7 +28,7 @@
 //! This file also holds small helpers the other controllers of this directory share
 //! ([`PodIndex`], [`Timers`], time parsing).
 
-use crate::json::{Field, Json, Ptr};
+use crate::json::{FastMap, Field, Json, Ptr};
 use crate::tree::{Obj, Tree};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -264,18 +264,21 @@ pub(crate) struct Indexed<T> {
 /// selector can match are found without scanning the cluster. Each pod carries a summary `T`
 /// (the few fields its controller reads), so recomputations do not walk the pods' JSON.
 /// Lookups take `&str` (no allocation).
+///
+/// The maps are hashed (every pod event looks a pod up); the name sets stay ordered, so
+/// [`PodIndex::candidates`] answers in name order.
 pub(crate) struct PodIndex<T> {
     /// namespace → name → pod.
-    pods: BTreeMap<String, BTreeMap<String, Indexed<T>>>,
+    pods: FastMap<String, FastMap<String, Indexed<T>>>,
     /// namespace → label key → label value → pod names.
-    by_label: BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeSet<String>>>>,
+    by_label: FastMap<String, FastMap<String, FastMap<String, BTreeSet<String>>>>,
 }
 
 impl<T> Default for PodIndex<T> {
     fn default() -> Self {
         PodIndex {
-            pods: BTreeMap::new(),
-            by_label: BTreeMap::new(),
+            pods: FastMap::default(),
+            by_label: FastMap::default(),
         }
     }
 }
@@ -380,7 +383,11 @@ impl<T> PodIndex<T> {
         }
         match best {
             Some(names) => names.iter().filter_map(|n| pods.get(n.as_str())).collect(),
-            None => pods.values().collect(),
+            None => {
+                let mut all: Vec<(&String, &Indexed<T>)> = pods.iter().collect();
+                all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                all.into_iter().map(|(_, p)| p).collect()
+            }
         }
     }
 }

@@ -21,9 +21,9 @@
 //! owners are simply not observed yet are safe. Owner kinds the server does not serve are left
 //! alone (the real collector retries them forever).
 
-use crate::json::Ptr;
+use crate::json::{FastMap, FastSet, Ptr};
 use crate::tree::Tree;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -131,10 +131,12 @@ struct State {
     cfg: GcConfig,
     resources: Vec<ResourceInfo>,
     synced: Vec<bool>,
-    nodes: BTreeMap<String, Node>,
-    by_res: Vec<BTreeSet<String>>,
+    /// Hashed, like `by_res` and `dependents`: looked up for every event of every resource.
+    /// Whoever walks one of them sorts first.
+    nodes: FastMap<String, Node>,
+    by_res: Vec<FastSet<String>>,
     /// Owner uid → uids of objects referencing it.
-    dependents: BTreeMap<String, BTreeSet<String>>,
+    dependents: FastMap<String, BTreeSet<String>>,
     attempt: BTreeSet<String>,
     orphan: BTreeSet<String>,
     retry: Timers<(Work, String)>,
@@ -152,9 +154,9 @@ pub fn spawn(cluster: Cluster, config: GcConfig) -> tokio::task::JoinHandle<()> 
             cfg: config,
             resources: Vec::new(),
             synced: Vec::new(),
-            nodes: BTreeMap::new(),
+            nodes: FastMap::default(),
             by_res: Vec::new(),
-            dependents: BTreeMap::new(),
+            dependents: FastMap::default(),
             attempt: BTreeSet::new(),
             orphan: BTreeSet::new(),
             retry: Timers::default(),
@@ -221,7 +223,7 @@ impl State {
             });
             self.resources.push(r);
             self.synced.push(false);
-            self.by_res.push(BTreeSet::new());
+            self.by_res.push(FastSet::default());
         }
     }
 
@@ -232,7 +234,7 @@ impl State {
                     *s = true;
                 }
                 let present: BTreeSet<&str> = items.iter().map(|o| uid_of(&o.value)).collect();
-                let gone: Vec<String> = self
+                let mut gone: Vec<String> = self
                     .by_res
                     .get(idx)
                     .map(|s| {
@@ -242,6 +244,7 @@ impl State {
                             .collect()
                     })
                     .unwrap_or_default();
+                gone.sort_unstable();
                 for uid in gone {
                     self.remove_node(&uid);
                 }

@@ -35,7 +35,7 @@
 //! Costs: one pass over the nodes per monitor period (writes only on change), a node's pods are
 //! visited only when its NoExecute taints or readiness change, a pod event costs O(taints).
 
-use crate::json::Ptr;
+use crate::json::{FastMap, Ptr};
 use crate::tree::Tree;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -45,14 +45,14 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::cluster::{Change, Cluster};
+use crate::cluster::{Change, Cluster, ns_name};
 use crate::controllers::endpoints::{
     Key, Timers, after, instant_at, is_terminating, key_of, parse_time, period, set_in,
     sleep_until_opt, str_at, uid_of,
 };
 use crate::error::ApiError;
 use crate::rest::DeleteOptions;
-use crate::store::{EventType, Precondition, StoredObject};
+use crate::store::{EventType, NsName, Precondition, StoredObject};
 
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
@@ -377,7 +377,8 @@ struct State {
     nodes: BTreeMap<String, Arc<StoredObject>>,
     health: BTreeMap<String, Health>,
     leases: BTreeMap<String, DateTime<Utc>>,
-    pods: BTreeMap<Key, PodInfo>,
+    /// Hashed: looked up for every pod event (walked only in order, after a re-list).
+    pods: FastMap<Key, PodInfo>,
     pods_by_node: BTreeMap<String, BTreeSet<Key>>,
     no_execute: BTreeMap<String, Vec<Taint>>,
     /// Node → (zone key, excluded from disruption checks).
@@ -408,7 +409,7 @@ pub fn spawn(cluster: Cluster, config: NodeLifecycleConfig) -> tokio::task::Join
             nodes: BTreeMap::new(),
             health: BTreeMap::new(),
             leases: BTreeMap::new(),
-            pods: BTreeMap::new(),
+            pods: FastMap::default(),
             pods_by_node: BTreeMap::new(),
             no_execute: BTreeMap::new(),
             node_zone: BTreeMap::new(),
@@ -523,7 +524,7 @@ impl State {
                     .iter()
                     .map(|o| str_at(&o.value, "/metadata/name").to_string())
                     .collect();
-                for n in crate::cluster::absent(&self.nodes, &present) {
+                for n in crate::cluster::absent(self.nodes.keys(), &present) {
                     self.forget_node(&n);
                 }
                 for o in items {
@@ -639,7 +640,7 @@ impl State {
             Change::Sync(items) => {
                 self.synced[2] = true;
                 let present: BTreeSet<Key> = items.iter().map(|o| key_of(&o.value)).collect();
-                for k in crate::cluster::absent(&self.pods, &present) {
+                for k in crate::cluster::absent(self.pods.keys(), &present) {
                     self.drop_pod(&k);
                 }
                 for o in items {
@@ -655,7 +656,9 @@ impl State {
                             .iter()
                             .all(|p| prev.value.ptr(p) == ev.object.value.ptr(p))
                         && is_terminating(&prev.value) == is_terminating(&ev.object.value)
-                        && self.pods.contains_key(&key_of(&ev.object.value))
+                        && self
+                            .pods
+                            .contains_key(&ns_name(&ev.object.value) as &dyn NsName)
                     {
                         return;
                     }

@@ -338,7 +338,8 @@ impl Keep {
 /// the objects its [`Keep`] keeps.
 pub(crate) struct Cache {
     keep: Keep,
-    map: BTreeMap<Key, Arc<StoredObject>>,
+    /// Hashed: looked up for every event of the resource (a pod change reaches a dozen caches).
+    map: crate::json::FastMap<Key, Arc<StoredObject>>,
     by_owner: BTreeMap<String, BTreeSet<Key>>,
     orphans: BTreeSet<Key>,
 }
@@ -350,7 +351,7 @@ impl Cache {
                 owner_kind,
                 keep_orphans,
             },
-            map: BTreeMap::new(),
+            map: crate::json::FastMap::default(),
             by_owner: BTreeMap::new(),
             orphans: BTreeSet::new(),
         }
@@ -463,7 +464,7 @@ impl Cache {
                     present.insert(key_of(&it.value));
                     diffs.extend(self.upsert(it.clone()));
                 }
-                for k in crate::cluster::absent(&self.map, &present) {
+                for k in crate::cluster::absent(self.map.keys(), &present) {
                     diffs.extend(self.remove(&k));
                 }
                 diffs
