@@ -982,6 +982,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn point_lookups_go_by_the_key_not_the_metadata() {
+        let s = MemoryStore::new(100);
+        let pods = ResourceKey::new("", "pods");
+        let key = |n: &str| ObjectKey::new(&pods, "ns", n);
+        for n in ["a", "b", "c"] {
+            s.create(&key(n), pod(n, None, "web")).await.unwrap();
+        }
+        assert!(s.get(&key("zz")).await.is_err());
+        // Stored under a key its metadata does not name: found all the same, before and after
+        // an update.
+        s.create(&key("odd"), pod("other", None, "web"))
+            .await
+            .unwrap();
+        assert_eq!(name_of(&s.get(&key("odd")).await.unwrap().value), "other");
+        s.update(
+            &key("odd"),
+            pod("other", Some("n1"), "web"),
+            &Precondition::default(),
+        )
+        .await
+        .unwrap();
+        let odd = s.get(&key("odd")).await.unwrap();
+        assert_eq!(node_of(&odd.value), "n1");
+        assert!(matches!(
+            s.create(&key("odd"), pod("odd", None, "web")).await,
+            Err(StoreError::AlreadyExists(_))
+        ));
+        // Updates replace, deletions remove, a new creation under a freed name is found.
+        s.update(
+            &key("b"),
+            pod("b", Some("n2"), "db"),
+            &Precondition::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(node_of(&s.get(&key("b")).await.unwrap().value), "n2");
+        s.delete(&key("b"), &Precondition::default()).await.unwrap();
+        assert!(matches!(
+            s.get(&key("b")).await,
+            Err(StoreError::NotFound(_))
+        ));
+        s.delete(&key("odd"), &Precondition::default())
+            .await
+            .unwrap();
+        assert!(s.get(&key("odd")).await.is_err());
+        s.create(&key("b"), pod("b", None, "x")).await.unwrap();
+        assert_eq!(
+            s.get(&key("b"))
+                .await
+                .unwrap()
+                .value
+                .ptr("/metadata/labels/app")
+                .and_then(Tree::as_str),
+            Some("x")
+        );
+        assert_eq!(names(&s, &ListOptions::default()).await, ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
     async fn node_and_label_indices_follow_writes() {
         let s = MemoryStore::new(100);
         let pods = ResourceKey::new("", "pods");
