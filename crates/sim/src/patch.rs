@@ -93,6 +93,33 @@ pub fn merge_patched(target: &Value, patch: &Value) -> Value {
     Value::Object(out)
 }
 
+/// The merge patch that turns `old` into `new` where `new` is the whole wanted value (a PUT's
+/// meaning): `new` with a null for every key of `old` it drops, at every level where both are
+/// objects. Arrays and scalars are replaced as they are. `new` must hold no nulls (a merge patch
+/// cannot set one).
+pub fn replacing(old: Option<&crate::tree::Tree>, new: Value) -> Value {
+    let Some(old) = old.and_then(crate::tree::Tree::as_object) else {
+        return new;
+    };
+    let mut m = match new {
+        Value::Object(m) => m,
+        other => return other,
+    };
+    for (k, ov) in old.iter() {
+        match m.get_mut(k.as_str()) {
+            None => {
+                m.insert(k.to_string(), Value::Null);
+            }
+            Some(nv) => {
+                if nv.is_object() && ov.as_object().is_some() {
+                    *nv = replacing(Some(ov), std::mem::take(nv));
+                }
+            }
+        }
+    }
+    Value::Object(m)
+}
+
 /// RFC 6902 JSON patch (application/json-patch+json); patch must be an array of ops; use the json-patch crate (v4).
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
     if !patch.is_array() {
@@ -547,6 +574,26 @@ fn reorder(list: &mut Vec<Value>, order: &[Value], key: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replacing_patch_turns_old_into_new() {
+        let old = json!({"observedGeneration": 1, "disruptedPods": {"a": "t1", "b": "t2"},
+            "disruptionsAllowed": 1, "conditions": [{"type": "X", "status": "True"}],
+            "gone": {"x": 1}});
+        let new = json!({"observedGeneration": 2, "disruptedPods": {"b": "t2", "c": "t3"},
+            "disruptionsAllowed": 0, "conditions": [{"type": "X", "status": "False"}]});
+        let tree = crate::tree::Tree::from(&old);
+        let p = replacing(Some(&tree), new.clone());
+        assert_eq!(p["disruptedPods"]["a"], Value::Null);
+        assert_eq!(p["gone"], Value::Null);
+        assert_eq!(merge_patched(&old, &p), new);
+        // Nothing before: the new value as it is; a scalar or array replaces.
+        assert_eq!(replacing(None, new.clone()), new);
+        assert_eq!(replacing(Some(&tree), json!([1])), json!([1]));
+        // An emptied map removes every old entry.
+        let p = replacing(Some(&tree), json!({"disruptedPods": {}}));
+        assert_eq!(merge_patched(&old, &p), json!({"disruptedPods": {}}));
+    }
     use serde_json::json;
 
     fn parse(text: &str) -> Value {

@@ -1319,17 +1319,18 @@ pub(crate) async fn write_back(
     Ok(stored)
 }
 
-/// For a merge patch of nothing but the spec (an object) and, optionally, the resourceVersion:
-/// `Some(the resourceVersion asked for)`; otherwise None.
-fn spec_patch_precondition(doc: &Value) -> Option<Option<&str>> {
+/// For a merge patch of nothing but `part` and, optionally, the resourceVersion:
+/// `Some(the resourceVersion asked for)`; otherwise None. The spec must be an object; the status
+/// may be anything, or absent.
+fn part_patch_precondition<'a>(doc: &'a Value, part: &str) -> Option<Option<&'a str>> {
     let m = doc.as_object()?;
-    if !m.field("spec").is_some_and(Value::is_object) {
+    if part == "spec" && !m.field("spec").is_some_and(Value::is_object) {
         return None;
     }
     let mut rv = None;
     for (k, v) in m {
         match k.as_str() {
-            "spec" => {}
+            k if k == part => {}
             "metadata" => {
                 let meta = v.as_object()?;
                 if meta.keys().any(|k| k != "resourceVersion") {
@@ -1376,19 +1377,26 @@ pub async fn patch_object(
             }
             Err(e) => return Err(ApiError::from_store(e, &info.qualified(), name)),
         };
-        // A merge patch of nothing but the status of a status subresource.
-        let status_only = sub == Some("status")
-            && patch.kind == PatchKind::Merge
-            && patch
-                .doc
-                .as_object()
-                .is_some_and(|m| m.keys().all(|k| k == "status"));
+        // A merge patch of nothing but the status of a status subresource, and at most the
+        // resourceVersion as a precondition.
+        let status_pre = if sub == Some("status") && patch.kind == PatchKind::Merge {
+            part_patch_precondition(&patch.doc, "status")
+        } else {
+            None
+        };
+        let status_only = status_pre.is_some();
         // The hot path (kubelets' and controllers' status writes): the patch applied to the
         // stored tree, sharing metadata, spec and every unchanged part of the status. Metadata
         // and spec are the current ones, so nothing that validation, immutability or graceful
         // deletion reads has changed (a deleted object takes the general path).
         let deleting = cur.value.ptr("/metadata/deletionTimestamp").is_some();
-        let on_tree = if status_only && !opts.dry_run && !deleting {
+        let on_tree = if let Some(rv) = status_pre
+            && !opts.dry_run
+            && !deleting
+        {
+            if rv.is_some_and(|r| r != cur.revision.to_string()) {
+                return Err(ApiError::stale(&info.qualified(), name));
+            }
             let merged = cur.value.merge_patched(&patch.doc);
             Some(if merged.field("status").is_some_and(Tree::is_null) {
                 merged.without("status")
@@ -1405,7 +1413,7 @@ pub async fn patch_object(
             && !deleting
             && info.group == "coordination.k8s.io"
             && info.resource == "leases"
-            && let Some(rv) = spec_patch_precondition(&patch.doc)
+            && let Some(rv) = part_patch_precondition(&patch.doc, "spec")
         {
             if rv.is_some_and(|r| r != cur.revision.to_string()) {
                 return Err(ApiError::stale(&info.qualified(), name));

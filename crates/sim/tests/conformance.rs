@@ -390,6 +390,69 @@ async fn stale_updates_conflict() {
     assert_eq!(cms.get("c").await.unwrap().data.unwrap()["k"], "1");
 }
 
+/// A status merge patch pinned to a resourceVersion (how the disruption controller writes a
+/// budget's status) applies only to that version: a write in between (an eviction's decrement)
+/// makes it a 409 and survives.
+#[tokio::test(start_paused = true)]
+async fn pinned_status_patches_conflict_on_a_newer_version() {
+    let (_s, client) = server().await;
+    let pdbs: Api<PodDisruptionBudget> = Api::default_namespaced(client);
+    let pdb: PodDisruptionBudget = from(json!({"apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget", "metadata": {"name": "b"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "a"}}}}));
+    let a = pdbs.create(&PostParams::default(), &pdb).await.unwrap();
+    let rv = a.metadata.resource_version.clone().unwrap();
+    let pinned = |rv: &str, allowed: i32, disrupted: Value| {
+        Patch::Merge(json!({"metadata": {"resourceVersion": rv},
+            "status": {"disruptionsAllowed": allowed, "currentHealthy": 2, "desiredHealthy": 1,
+                "expectedPods": 2, "observedGeneration": 1, "disruptedPods": disrupted}}))
+    };
+    let b = pdbs
+        .patch_status(
+            "b",
+            &PatchParams::default(),
+            &pinned(&rv, 1, json!({"p1": "2026-01-01T00:00:00Z"})),
+        )
+        .await
+        .unwrap();
+    let st = b.status.clone().unwrap();
+    assert_eq!(st.disruptions_allowed, 1);
+    assert_eq!(st.disrupted_pods.unwrap().len(), 1);
+    assert_eq!(b.spec, a.spec, "the spec is untouched");
+    let b_rv = b.metadata.resource_version.clone().unwrap();
+    assert_ne!(b_rv, rv);
+    // Someone writes in between (an eviction): the patch pinned to the older version conflicts.
+    let c = pdbs
+        .patch_status(
+            "b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"disruptionsAllowed": 0}})),
+        )
+        .await
+        .unwrap();
+    let e = pdbs
+        .patch_status("b", &PatchParams::default(), &pinned(&b_rv, 1, json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 409);
+    let now = pdbs.get("b").await.unwrap();
+    assert_eq!(now.status.as_ref().unwrap().disruptions_allowed, 0);
+    assert_eq!(now.metadata.resource_version, c.metadata.resource_version);
+    // Pinned to the current version it applies; a null removes a disrupted pod.
+    let c_rv = c.metadata.resource_version.clone().unwrap();
+    let d = pdbs
+        .patch_status(
+            "b",
+            &PatchParams::default(),
+            &pinned(&c_rv, 1, json!({"p1": null})),
+        )
+        .await
+        .unwrap();
+    let st = d.status.unwrap();
+    assert_eq!(st.disruptions_allowed, 1);
+    assert!(st.disrupted_pods.unwrap_or_default().is_empty());
+}
+
 /// Lease renewals (a merge patch of the spec pinned to a resourceVersion) take a shorter path in
 /// the API server: the same answers as any other patch.
 #[tokio::test(start_paused = true)]

@@ -700,10 +700,18 @@ impl State {
             let Some(new_status) = new_status else {
                 return Ok(()); // up to date
             };
-            let mut obj = cur.value.to_value();
-            obj["status"] = new_status;
+            // The whole status, as a merge patch of the status subresource pinned to the version
+            // it was computed from: an eviction's decrement in between is a conflict, never
+            // overwritten. Applied on the stored tree (no copy of the budget).
+            let patch = crate::json::object! {
+                "metadata" => crate::json::object! {"resourceVersion" => cur.revision.to_string()},
+                "status" => crate::patch::replacing(cur.value.field("status"), new_status),
+            };
             let c = self.cluster.clone();
-            match c.update_status(&c.res.pdbs, obj).await {
+            match c
+                .merge_patch(&c.res.pdbs, &key.0, &key.1, Some("status"), patch)
+                .await
+            {
                 Ok(v) => {
                     // Keep the written state so that the next computation starts from it.
                     if let Some(p) = self.pdbs.get_mut(key)
