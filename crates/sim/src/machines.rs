@@ -385,18 +385,23 @@ impl RunningView {
     }
 }
 
-/// The traffic probes' question: a request to `ip` reaches the pod's running containers.
-impl crate::probes::PodLiveness for RunningView {
-    fn is_serving(&self, namespace: &str, pod: &str, ip: &str) -> bool {
-        self.read()
-            .get(&(namespace, pod) as &dyn crate::store::NsName)
-            .is_some_and(|r| r.running && r.ip.as_deref() == Some(ip))
-    }
-
-    fn is_serving_key(&self, key: &(String, String), ip: &str) -> bool {
+impl RunningView {
+    /// Whether the pod at `key` runs with the address `ip`.
+    fn serves(&self, key: &dyn crate::store::NsName, ip: &str) -> bool {
         self.read()
             .get(key)
             .is_some_and(|r| r.running && r.ip.as_deref() == Some(ip))
+    }
+}
+
+/// The traffic probes' question: a request to `ip` reaches the pod's running containers.
+impl crate::probes::PodLiveness for RunningView {
+    fn is_serving(&self, namespace: &str, pod: &str, ip: &str) -> bool {
+        self.serves(&(namespace, pod), ip)
+    }
+
+    fn is_serving_key(&self, key: &(String, String), ip: &str) -> bool {
+        self.serves(key, ip)
     }
 }
 

@@ -1385,42 +1385,44 @@ pub async fn patch_object(
             None
         };
         let status_only = status_pre.is_some();
-        // The hot path (kubelets' and controllers' status writes): the patch applied to the
-        // stored tree, sharing metadata, spec and every unchanged part of the status. Metadata
-        // and spec are the current ones, so nothing that validation, immutability or graceful
-        // deletion reads has changed (a deleted object takes the general path).
+        // Patches applied to the stored tree, without a copy; `Some(the resourceVersion asked
+        // for)` when this patch is one of them, checked once below. Both leave metadata alone, so
+        // nothing that validation, immutability or graceful deletion reads changes (a deleted
+        // object takes the general path).
+        // - The hot path (kubelets' and controllers' status writes): a status patch shares
+        //   metadata, spec and every unchanged part of the status.
+        // - Lease renewals: a merge patch of the spec. A Lease has no generation, no status
+        //   subresource and nothing in its spec that the API server validates, so the patch
+        //   applies to the stored tree as it is.
         let deleting = cur.value.ptr("/metadata/deletionTimestamp").is_some();
-        let on_tree = if let Some(rv) = status_pre
-            && !opts.dry_run
-            && !deleting
-        {
-            if rv.is_some_and(|r| r != cur.revision.to_string()) {
-                return Err(ApiError::stale(&info.qualified(), name));
-            }
-            let merged = cur.value.merge_patched(&patch.doc);
-            Some(if merged.field("status").is_some_and(Tree::is_null) {
-                merged.without("status")
-            } else {
-                merged
-            })
-        // Lease renewals: a merge patch of the spec, with at most the resourceVersion as a
-        // precondition. A Lease has no generation, no status subresource and nothing in its spec
-        // that the API server validates, and its metadata does not change, so the patch applies
-        // to the stored tree as it is.
+        let tree_pre = if opts.dry_run || deleting {
+            None
+        } else if status_only {
+            status_pre
         } else if patch.kind == PatchKind::Merge
             && sub.is_none()
-            && !opts.dry_run
-            && !deleting
             && info.group == "coordination.k8s.io"
             && info.resource == "leases"
-            && let Some(rv) = part_patch_precondition(&patch.doc, "spec")
         {
-            if rv.is_some_and(|r| r != cur.revision.to_string()) {
-                return Err(ApiError::stale(&info.qualified(), name));
-            }
-            Some(cur.value.merge_patched(&patch.doc))
+            part_patch_precondition(&patch.doc, "spec")
         } else {
             None
+        };
+        let on_tree = match tree_pre {
+            Some(rv) => {
+                if rv.is_some_and(|r| r != cur.revision.to_string()) {
+                    return Err(ApiError::stale(&info.qualified(), name));
+                }
+                let merged = cur.value.merge_patched(&patch.doc);
+                Some(
+                    if status_only && merged.field("status").is_some_and(Tree::is_null) {
+                        merged.without("status")
+                    } else {
+                        merged
+                    },
+                )
+            }
+            None => None,
         };
         if let Some(merged) = on_tree
             && !crate::defaults::needs_normalize(info, &merged)
